@@ -183,21 +183,26 @@ def read_id_lists(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     is a user without items).
     """
     text = read_text(path, "ascii")
-    users: list[np.ndarray] = []
-    items: list[np.ndarray] = []
-    line_users: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            raise DataError("blank line (expected 'user item item ...')", path, lineno)
-        try:
-            ids = np.array(fields, dtype=np.int64)
-        except ValueError:
-            bad = next(f for f in fields if not f.lstrip("-").isdigit())
-            raise DataError(f"not an integer id: {bad!r} (expected 'user item item ...')", path, lineno) from None
-        if (ids < 0).any():
-            raise DataError("negative id (expected 0-based ids)", path, lineno)
-        line_users.append(int(ids[0]))
-        users.append(np.full(len(ids) - 1, ids[0], dtype=np.int64))
-        items.append(ids[1:])
-    return np.concatenate(users), np.concatenate(items), np.array(line_users, dtype=np.int64)
+    lines = text.splitlines()
+    lengths = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
+    try:
+        ids = np.array(text.split(), dtype=np.int64)
+        ok = not (lengths == 0).any() and not (ids < 0).any()
+    except ValueError:
+        ok = False
+    if not ok:  # find and name the first bad line
+        for lineno, line in enumerate(lines, start=1):
+            fields = line.split()
+            if not fields:
+                raise DataError("blank line (expected 'user item item ...')", path, lineno)
+            bad = [f for f in fields if not f.isdigit()]
+            if bad:
+                what = "negative id (expected 0-based ids)" if bad[0].lstrip("-").isdigit() else (
+                    f"not an integer id: {bad[0]!r} (expected 'user item item ...')")
+                raise DataError(what, path, lineno)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    line_users = ids[starts]
+    is_item = np.ones(len(ids), dtype=bool)
+    is_item[starts] = False
+    users = np.repeat(line_users, lengths - 1)
+    return users, ids[is_item], line_users

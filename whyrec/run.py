@@ -1,0 +1,221 @@
+"""Run folders: everything a trained model needs, loadable without the dataset or executing code.
+
+A run folder holds
+
+=======================  =========================================================
+``config.json``          dataset, model name and config, training config, split summary
+``weights.safetensors``  the model's state dict (safetensors: no pickle, no code)
+``split.npz``            the split (indices + the ``(user, item)`` pairs of each part)
+``items.json``           raw item ids, titles and genres (for ``recommend`` and the service)
+``users.json``           raw user ids (index order)
+``metrics.json``         validation (best epoch) and test metrics
+``curves.csv/.png``      training curves (trainable models)
+``manifest.json``        SHA-256 of every file above: a tampered or truncated file is refused
+=======================  =========================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .data.dataset import InteractionData
+from .data.errors import WhyrecError
+from .data.splits import Split
+
+MODEL_NAMES = ("lightgcn", "mf", "pop")
+CORE_FILES = ("config.json", "weights.safetensors", "split.npz", "items.json", "users.json")
+
+
+class RunError(WhyrecError):
+    """A run folder is missing, incomplete or was modified."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    """Create ``out``; refuse an existing non-empty folder unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+        if out.is_dir() and not (out / "config.json").exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out} is not a whyrec run folder; refusing to overwrite it")
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def build_model(name: str, n_users: int, n_items: int, train: sp.csr_matrix, model_config: dict):
+    """Instantiate a model by CLI name (``lightgcn``, ``mf``, ``pop``)."""
+    from .models import MF, LightGCN, LightGCNConfig, MFConfig, Popularity
+
+    if name == "lightgcn":
+        return LightGCN(n_users, n_items, LightGCNConfig(**model_config), graph=train)
+    if name == "mf":
+        return MF(n_users, n_items, MFConfig(**model_config))
+    if name == "pop":
+        return Popularity(train)
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+
+
+def save_split_pairs(path: Path, split: Split, data: InteractionData) -> None:
+    """``split.npz``: the split's indices and meta plus the resolved pairs of each part."""
+    split.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = dict(z)
+    for part in ("train", "valid", "test"):
+        idx = getattr(split, part)
+        arrays[f"{part}_users"] = data.users[idx].astype(np.int32)
+        arrays[f"{part}_items"] = data.items[idx].astype(np.int32)
+    # every interaction, positive or not: what "already seen" means for recommend
+    arrays["seen_users"] = data.users.astype(np.int32)
+    arrays["seen_items"] = data.items.astype(np.int32)
+    np.savez_compressed(path, **arrays)
+
+
+@dataclass
+class Run:
+    """A loaded run folder (see the module docstring)."""
+
+    path: Path
+    config: dict
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    item_titles: list[str] | None
+    item_genres: list[list[str]] | None
+    split: Split
+    matrices: dict[str, sp.csr_matrix]  # train, valid, test (positives) and seen (every interaction)
+    model: object
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_index(self, raw: str | int) -> int:
+        lookup = getattr(self, "_ulookup", None)
+        if lookup is None:
+            lookup = self._ulookup = {int(r): i for i, r in enumerate(self.user_ids)}
+        try:
+            return lookup[int(raw)]
+        except (KeyError, ValueError):
+            raise KeyError(f"unknown user id {raw!r} (this run has {self.n_users:,} users, "
+                           f"ids {self.user_ids.min()}..{self.user_ids.max()})") from None
+
+    def titles(self):
+        from .data.titles import TitleIndex
+
+        index = getattr(self, "_titles", None)
+        if index is None:
+            index = self._titles = TitleIndex(self.item_ids, self.item_titles)
+        return index
+
+
+def write_run(out: Path, *, data: InteractionData, split: Split, model, model_name: str, model_config: dict,
+              train_config: dict, metrics: dict) -> None:
+    """Write every file of a run folder and its manifest."""
+    from .train.checkpoint import save_weights
+
+    out = Path(out)
+    config = {
+        "whyrec_run": 1,
+        "dataset": data.name,
+        "data_dir": str(Path(data.source_dir).resolve()) if data.source_dir else None,
+        "model": model_name,
+        "model_config": model_config,
+        "train_config": train_config,
+        "split": split.describe(data),
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_weights(model, out / "weights.safetensors", metadata={"model": model_name})
+    save_split_pairs(out / "split.npz", split, data)
+    (out / "items.json").write_text(json.dumps({
+        "item_ids": [int(i) for i in data.item_ids],
+        "titles": data.item_titles,
+        "genres": data.item_genres,
+    }))
+    (out / "users.json").write_text(json.dumps({"user_ids": [int(u) for u in data.user_ids]}))
+    write_metrics(out, metrics)
+    write_manifest(out)
+
+
+def write_metrics(out: Path, metrics: dict) -> None:
+    (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def write_manifest(out: Path) -> None:
+    files = {p.name: _sha256(p) for p in sorted(Path(out).iterdir()) if p.is_file() and p.name != "manifest.json"}
+    (Path(out) / "manifest.json").write_text(json.dumps(files, indent=2) + "\n")
+
+
+def verify_run(path: Path) -> dict:
+    """Check the folder has every core file and each matches the manifest; return the config."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run folder {path} does not exist")
+    missing = [f for f in CORE_FILES + ("manifest.json",) if not (path / f).is_file()]
+    if missing:
+        raise RunError(f"run folder {path} is incomplete: missing {', '.join(missing)}")
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except json.JSONDecodeError:
+        raise RunError(f"{path / 'manifest.json'}: not valid JSON") from None
+    for name in CORE_FILES:
+        if name not in manifest:
+            raise RunError(f"{path / 'manifest.json'}: no checksum for {name}")
+        if _sha256(path / name) != manifest[name]:
+            raise RunError(f"{path / name} was modified after the run was written (checksum mismatch)")
+    config = json.loads((path / "config.json").read_text())
+    if config.get("whyrec_run") != 1 or config.get("model") not in MODEL_NAMES:
+        raise RunError(f"{path / 'config.json'}: not a whyrec run config")
+    return config
+
+
+def load_run(path: str | Path, device: str = "cpu") -> Run:
+    """Load and verify a run folder; the model comes back in eval mode on ``device``."""
+    from .train.checkpoint import load_weights
+
+    path = Path(path)
+    config = verify_run(path)
+    items = json.loads((path / "items.json").read_text())
+    users = json.loads((path / "users.json").read_text())
+    split = Split.load(path / "split.npz")
+    n_users, n_items = len(users["user_ids"]), len(items["item_ids"])
+    matrices = {}
+    with np.load(path / "split.npz", allow_pickle=False) as z:
+        for part in ("train", "valid", "test", "seen"):
+            u, i = z[f"{part}_users"], z[f"{part}_items"]
+            m = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(n_users, n_items))
+            m.sum_duplicates()
+            m.data[:] = 1.0
+            matrices[part] = m
+    model = build_model(config["model"], n_users, n_items, matrices["train"], config["model_config"])
+    try:
+        load_weights(model, path / "weights.safetensors")
+    except (RuntimeError, ValueError, OSError) as err:
+        raise RunError(f"{path / 'weights.safetensors'}: does not fit a {config['model']} model ({err})") from None
+    model.to(device)
+    model.eval()
+    return Run(path, config, np.asarray(users["user_ids"], np.int64), np.asarray(items["item_ids"], np.int64),
+               items.get("titles"), items.get("genres"), split, matrices, model)
+
+
+__all__ = ["Run", "RunError", "build_model", "load_run", "prepare_run_dir", "verify_run", "write_run"]
