@@ -8,6 +8,7 @@ A run folder holds
 ``split.npz``            the split (indices + the ``(user, item)`` pairs of each part)
 ``items.json``           raw item ids, titles and genres (for ``recommend`` and the service)
 ``users.json``           raw user ids (index order)
+``extras.npz``           arrays the model needs beyond the graph (side features, KG), if any
 ``metrics.json``         validation (best epoch) and test metrics
 ``curves.csv/.png``      training curves (trainable models)
 ``manifest.json``        SHA-256 of every file above: a tampered or truncated file is refused
@@ -29,7 +30,6 @@ from .data.dataset import InteractionData
 from .data.errors import WhyrecError
 from .data.splits import Split
 
-MODEL_NAMES = ("lightgcn", "mf", "pop")
 CORE_FILES = ("config.json", "weights.safetensors", "split.npz", "items.json", "users.json")
 
 
@@ -58,17 +58,12 @@ def prepare_run_dir(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def build_model(name: str, n_users: int, n_items: int, train: sp.csr_matrix, model_config: dict):
-    """Instantiate a model by CLI name (``lightgcn``, ``mf``, ``pop``)."""
-    from .models import MF, LightGCN, LightGCNConfig, MFConfig, Popularity
+def build_model(name: str, n_users: int, n_items: int, train: sp.csr_matrix, model_config: dict,
+                extras: dict | None = None):
+    """Instantiate a model by its ``--model`` name through its recipe."""
+    from .train.recipes import ModelInputs, get_recipe
 
-    if name == "lightgcn":
-        return LightGCN(n_users, n_items, LightGCNConfig(**model_config), graph=train)
-    if name == "mf":
-        return MF(n_users, n_items, MFConfig(**model_config))
-    if name == "pop":
-        return Popularity(train)
-    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    return get_recipe(name).build(ModelInputs(n_users, n_items, train, dict(extras or {})), model_config)
 
 
 def save_split_pairs(path: Path, split: Split, data: InteractionData) -> None:
@@ -99,6 +94,7 @@ class Run:
     split: Split
     matrices: dict[str, sp.csr_matrix]  # train, valid, test (positives) and seen (every interaction)
     model: object
+    extras: dict
 
     @property
     def n_users(self) -> int:
@@ -128,7 +124,7 @@ class Run:
 
 
 def write_run(out: Path, *, data: InteractionData, split: Split, model, model_name: str, model_config: dict,
-              train_config: dict, metrics: dict) -> None:
+              train_config: dict, metrics: dict, extras: dict | None = None) -> None:
     """Write every file of a run folder and its manifest."""
     from .train.checkpoint import save_weights
 
@@ -153,6 +149,8 @@ def write_run(out: Path, *, data: InteractionData, split: Split, model, model_na
         "genres": data.item_genres,
     }))
     (out / "users.json").write_text(json.dumps({"user_ids": [int(u) for u in data.user_ids]}))
+    if extras:
+        np.savez_compressed(out / "extras.npz", **extras)
     write_metrics(out, metrics)
     write_manifest(out)
 
@@ -178,13 +176,17 @@ def verify_run(path: Path) -> dict:
         manifest = json.loads((path / "manifest.json").read_text())
     except json.JSONDecodeError:
         raise RunError(f"{path / 'manifest.json'}: not valid JSON") from None
-    for name in CORE_FILES:
+    for name in CORE_FILES + (("extras.npz",) if "extras.npz" in manifest else ()):
+        if not (path / name).is_file():
+            raise RunError(f"run folder {path} is incomplete: missing {name}")
         if name not in manifest:
             raise RunError(f"{path / 'manifest.json'}: no checksum for {name}")
         if _sha256(path / name) != manifest[name]:
             raise RunError(f"{path / name} was modified after the run was written (checksum mismatch)")
     config = json.loads((path / "config.json").read_text())
-    if config.get("whyrec_run") != 1 or config.get("model") not in MODEL_NAMES:
+    from .train.recipes import recipes
+
+    if config.get("whyrec_run") != 1 or config.get("model") not in recipes():
         raise RunError(f"{path / 'config.json'}: not a whyrec run config")
     return config
 
@@ -207,7 +209,11 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
             m.sum_duplicates()
             m.data[:] = 1.0
             matrices[part] = m
-    model = build_model(config["model"], n_users, n_items, matrices["train"], config["model_config"])
+    extras = {}
+    if (path / "extras.npz").is_file():
+        with np.load(path / "extras.npz", allow_pickle=False) as z:
+            extras = dict(z)
+    model = build_model(config["model"], n_users, n_items, matrices["train"], config["model_config"], extras)
     try:
         load_weights(model, path / "weights.safetensors")
     except (RuntimeError, ValueError, OSError) as err:
@@ -215,7 +221,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     model.to(device)
     model.eval()
     return Run(path, config, np.asarray(users["user_ids"], np.int64), np.asarray(items["item_ids"], np.int64),
-               items.get("titles"), items.get("genres"), split, matrices, model)
+               items.get("titles"), items.get("genres"), split, matrices, model, extras)
 
 
 __all__ = ["Run", "RunError", "build_model", "load_run", "prepare_run_dir", "verify_run", "write_run"]

@@ -1,119 +1,40 @@
-"""The ``whyrec`` command line: wires the stages together, nothing more.
-
-Every command reports bad input as one ``error: ...`` line on stderr and exits
-with status 1 (no traceback).
-"""
+"""``whyrec train``, ``evaluate`` and ``recommend``: build, score and use run folders."""
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .data import LOADERS, DataError, WhyrecError, load_dataset
-
-app = typer.Typer(
-    help="Graph recommenders that can say why: data, train, evaluate, recommend, explain.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-
-DATASETS = ", ".join(LOADERS)
+from ..data import load_dataset
+from .app import app, data_dir_option, dataset_option, echo_notes, friendly, metrics_table, parse_ks
 
 
-def friendly(fn):
-    """Turn whyrec's own errors (and bad values) into one line on stderr and exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+def parse_opts(values: list[str] | None) -> dict:
+    """``--opt factors=4 --opt gamma=0.1`` -> ``{"factors": 4, "gamma": 0.1}`` (numbers parsed)."""
+    out: dict = {}
+    for v in values or []:
+        key, sep, raw = v.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--opt expects KEY=VALUE, got {v!r}")
         try:
-            return fn(*args, **kwargs)
-        except (WhyrecError, KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
-            msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-            typer.echo(f"error: {msg}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
+            value: object = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
 
 
-def echo_notes(notes: list[str]) -> None:
-    for note in notes:
-        typer.echo(f"note: {note}", err=True)
+@app.command()
+def models() -> None:
+    """List the models `whyrec train --model` accepts."""
+    from ..train.recipes import recipes
 
-
-def dataset_option():
-    return typer.Option(..., "--dataset", "-d", help=f"Dataset name: {DATASETS}.")
-
-
-def data_dir_option():
-    return typer.Option(
-        None, "--data-dir", help="Folder with the dataset in its official layout (default: download and cache)."
-    )
-
-
-@data_app.command("info")
-@friendly
-def data_info(
-    dataset: str = dataset_option(),
-    data_dir: Optional[Path] = data_dir_option(),
-    min_rating: float = typer.Option(4.0, help="Ratings >= this count as implicit positives (explicit data only)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-) -> None:
-    """Counts, density, feature names and KG size of a dataset."""
-    data = load_dataset(dataset, data_dir)
-    echo_notes(data.notes)
-    info = data.summary(min_rating)
-    if as_json:
-        typer.echo(json.dumps(info))
-        return
-    rows = [
-        ("dataset", info["dataset"]),
-        ("users", f"{info['n_users']:,}"),
-        ("items", f"{info['n_items']:,}"),
-        ("interactions", f"{info['n_interactions']:,}"),
-        (f"positives ({info['positive_rule']})", f"{info['n_positives']:,}"),
-        ("density", f"{info['density']:.5f}"),
-        ("timestamps", "yes" if info["has_timestamps"] else "no"),
-        ("official split", "yes" if info["has_official_split"] else "no"),
-        ("user features", ", ".join(info["user_features"]) or "-"),
-        ("item features", ", ".join(info["item_features"]) or "-"),
-        ("KG entities", f"{info['n_entities']:,}"),
-        ("KG relations", f"{info['n_relations']:,}"),
-        ("KG triples", f"{info['n_triples']:,}"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        typer.echo(f"{key:<{width}}  {value}")
-
-
-def parse_ks(values: list[str] | None, default: tuple[int, ...]) -> tuple[int, ...]:
-    """``--k 10 20``, ``--k 10 --k 20`` and ``--k 10,20`` all give ``(10, 20)``."""
-    if not values:
-        return default
-    ks = []
-    for v in values:
-        for part in str(v).split(","):
-            if not part.strip():
-                continue
-            if not part.strip().isdigit() or int(part) <= 0:
-                raise ValueError(f"--k expects positive integers, got {part.strip()!r}")
-            ks.append(int(part))
-    return tuple(sorted(set(ks)))
-
-
-def metrics_table(metrics: dict, ks: tuple[int, ...]) -> str:
-    names = ["recall", "precision", "ndcg", "hit_rate", "mrr", "coverage"]
-    lines = ["metric      " + "".join(f"{'@' + str(k):>10}" for k in ks)]
-    for n in names:
-        lines.append(f"{n:<12}" + "".join(f"{metrics.get(f'{n}@{k}', float('nan')):>10.4f}" for k in ks))
-    return "\n".join(lines)
+    for name, recipe in recipes().items():
+        methods = f"  (explain: {', '.join(recipe.explain_methods)})" if recipe.explain_methods else ""
+        typer.echo(f"{name:<20} {recipe.description}{methods}")
 
 
 @app.command()
@@ -121,7 +42,7 @@ def metrics_table(metrics: dict, ks: tuple[int, ...]) -> str:
 def train(
     dataset: str = dataset_option(),
     data_dir: Optional[Path] = data_dir_option(),
-    model: str = typer.Option("lightgcn", "--model", "-m", help="lightgcn, mf or pop."),
+    model: str = typer.Option("lightgcn", "--model", "-m", help="Model name: lightgcn, mf, pop, ... (see `whyrec models`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to create."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     split: Optional[str] = typer.Option(
@@ -141,17 +62,21 @@ def train(
         False, "--eval-on-test", help="Monitor the test split during training, as the LightGCN authors' code does "
         "(optimistic; use when the split has no validation part)."),
     k: Optional[list[str]] = typer.Option(None, "--k", help="Cut-offs for the final test metrics (default 10 20)."),
+    features: str = typer.Option("user,item", help="Side features for feature models: user,item | user | item | none."),
+    opt: Optional[list[str]] = typer.Option(None, "--opt", help="Model-specific setting KEY=VALUE (repeatable)."),
     device: str = typer.Option("auto", help="auto (CUDA if available), cpu or cuda."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a model and write a run folder (weights, config, split, id maps, metrics, curves)."""
-    from .data.splits import make_split
-    from .evaluate import evaluate_ranking
-    from .run import MODEL_NAMES, build_model, prepare_run_dir, write_run
-    from .train.loop import TrainConfig, fit
+    from ..data.splits import make_split
+    from ..evaluate import evaluate_ranking
+    from ..run import prepare_run_dir, write_run
+    from ..train.loop import TrainConfig, fit
+    from ..train.recipes import ModelInputs, get_recipe
 
-    if model not in MODEL_NAMES:
-        raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    recipe = get_recipe(model)
+    options = {"dim": dim, "layers": layers, "features": features, **parse_opts(opt)}
+    model_config = recipe.model_config(options)
     ks = parse_ks(k, (10, 20))
     out = prepare_run_dir(out, overwrite)
     data = load_dataset(dataset, data_dir)
@@ -163,11 +88,13 @@ def train(
     if monitor_m is None:
         typer.echo("note: the split has no validation part: training runs the full --epochs without early "
                    "stopping (use --valid-ratio or --eval-on-test)", err=True)
-    model_config = {"dim": dim, "n_layers": layers} if model == "lightgcn" else {"dim": dim} if model == "mf" else {}
-    net = build_model(model, data.n_users, data.n_items, train_m, model_config)
+    extras = recipe.extras(data, the_split.train) if recipe.extras else {}
+    inputs = ModelInputs(data.n_users, data.n_items, train_m, extras)
+    net = recipe.build(inputs, model_config)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, reg=reg, seed=seed, eval_every=eval_every,
                          patience=patience or None, device=device)
-    hist = fit(net, train_m, monitor_m, config, out_dir=out, progress=progress)
+    trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
+    hist = trainer(net, inputs, monitor_m, config, out, progress)
     net.eval()
     test_metrics = evaluate_ranking(net.score_users, train_m, test_m, ks=ks)
     metrics = {
@@ -180,7 +107,8 @@ def train(
         "train_seconds": round(hist.seconds, 2),
     }
     write_run(out, data=data, split=the_split, model=net, model_name=model, model_config=model_config,
-              train_config={**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics=metrics)
+              train_config={**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics=metrics,
+              extras=extras)
     typer.echo(f"wrote {out} ({len(hist.epochs)} epochs, {hist.seconds:.1f}s)")
     typer.echo(metrics_table(test_metrics, ks))
 
@@ -195,8 +123,8 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Re-score a run on its saved test split (full ranking, training items masked)."""
-    from .evaluate import evaluate_ranking
-    from .run import load_run
+    from ..evaluate import evaluate_ranking
+    from ..run import load_run
 
     if more_k and not k:
         raise ValueError(f"unexpected argument(s): {' '.join(more_k)}")
@@ -226,8 +154,8 @@ def recommend(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Top-k unseen items for a user, or for a new user from items they like (no retraining)."""
-    from .recommend import recommend_for_new_user, recommend_for_user
-    from .run import load_run
+    from ..recommend import recommend_for_new_user, recommend_for_user
+    from ..run import load_run
 
     if (user is None) == (not liked):
         raise ValueError("give either --user RAW_ID or one or more --liked ITEM")
@@ -246,9 +174,3 @@ def recommend(
         typer.echo(f"{r['rank']:>3}. {r['title']}{genres}  (id {r['item_id']}, score {r['score']:.3f})")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

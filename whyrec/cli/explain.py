@@ -1,0 +1,58 @@
+"""``whyrec explain``: why a run recommends an item to a user."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import app, friendly
+
+
+@app.command()
+@friendly
+def explain(
+    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train`."),
+    user: str = typer.Option(..., "--user", "-u", help="Raw user id."),
+    item: Optional[str] = typer.Option(None, "--item", "-i", help="Raw item id or title (forgivingly matched)."),
+    method: str = typer.Option(..., "--method", help="features, history, concepts or intrinsic."),
+    steps: int = typer.Option(50, min=2, max=10_000, help="Integrated-gradients interpolation steps."),
+    baseline: str = typer.Option("mean", help="Integrated-gradients baseline: mean or zero."),
+    top: int = typer.Option(10, min=1, help="How many attributions to list."),
+    compare_items: Optional[list[str]] = typer.Option(
+        None, "--compare-items", help="Several items (ids or titles) to compare one feature across (repeatable)."),
+    genre: Optional[str] = typer.Option(None, "--genre", help="The feature/genre to compare across --compare-items."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Write a figure (PNG/SVG/PDF) here."),
+) -> None:
+    """Explain one recommendation (or one user's tastes, for --method concepts)."""
+    from ..explain import explainer
+    from ..run import load_run
+    from ..train.recipes import get_recipe
+
+    run = load_run(run_dir)
+    supported = get_recipe(run.config["model"]).explain_methods
+    if method not in supported:
+        names = ", ".join(supported) if supported else "none"
+        raise ValueError(f"a {run.config['model']} run cannot be explained with --method {method}; "
+                         f"supported: {names}")
+    module = explainer(method)
+    u = run.user_index(user)
+    i = run.titles().resolve(item) if item is not None else None
+    compare = [run.titles().resolve(c) for c in compare_items] if compare_items else None
+    result = module.explain_run(run, u, i, steps=steps, baseline=baseline, top=top, compare_items=compare,
+                                genre=genre)
+    if figure is not None:
+        if figure.exists() and figure.is_dir():
+            raise ValueError(f"--figure {figure} is a folder; give a file name such as why.png")
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        module.plot(result, figure)
+        result["figure"] = str(figure)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(module.render_text(result))
+        if figure is not None:
+            typer.echo(f"figure: {figure}")

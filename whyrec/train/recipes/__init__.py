@@ -1,0 +1,82 @@
+"""Recipes: how each ``--model NAME`` is built, what it needs saved, and how it is trained.
+
+A recipe is the wiring between a dataset, a model class and a training
+procedure, so that ``whyrec train``, :func:`whyrec.run.load_run` and the
+service treat every model the same way.  Every module of this package defines
+``RECIPE``; they are discovered automatically, so adding a model means adding
+one file here.
+
+``extras(data, train_index) -> dict[str, np.ndarray]`` returns the arrays a
+model needs beyond the training matrix (side features, KG triples); they are
+saved as ``extras.npz`` in the run folder and handed back to ``build``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass
+class ModelInputs:
+    """What a model may be built from: sizes, the binary ``(n_users, n_items)``
+    training matrix and the recipe's extra arrays."""
+
+    n_users: int
+    n_items: int
+    train: sp.csr_matrix
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """``build(inputs, model_config) -> Recommender``;
+    ``model_config(options) -> dict`` picks the model's settings from the CLI options
+    (``dim``, ``layers``, ``features`` and the free ``--opt key=value`` pairs);
+    ``fit(model, inputs, valid, train_config, out_dir, progress) -> History`` trains it
+    (``None``: BPR via :func:`whyrec.train.loop.fit`);
+    ``explain_methods``: the ``whyrec explain --method`` values it supports."""
+
+    name: str
+    build: Callable
+    model_config: Callable[[dict], dict]
+    description: str = ""
+    extras: Optional[Callable] = None
+    fit: Optional[Callable] = None
+    explain_methods: tuple[str, ...] = ()
+
+
+def _discover() -> dict[str, Recipe]:
+    found: dict[str, Recipe] = {}
+    for mod in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{mod.name}")
+        recipe = getattr(module, "RECIPE", None)
+        if isinstance(recipe, Recipe):
+            found[recipe.name] = recipe
+    return dict(sorted(found.items()))
+
+
+_RECIPES: dict[str, Recipe] | None = None
+
+
+def recipes() -> dict[str, Recipe]:
+    """All recipes by model name."""
+    global _RECIPES
+    if _RECIPES is None:
+        _RECIPES = _discover()
+    return _RECIPES
+
+
+def get_recipe(name: str) -> Recipe:
+    table = recipes()
+    if name not in table:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(table)}")
+    return table[name]
+
+
+__all__ = ["ModelInputs", "Recipe", "get_recipe", "recipes"]
