@@ -78,6 +78,7 @@ def save_split_pairs(path: Path, split: Split, data: InteractionData) -> None:
     # every interaction, positive or not: what "already seen" means for recommend
     arrays["seen_users"] = data.users.astype(np.int32)
     arrays["seen_items"] = data.items.astype(np.int32)
+    arrays["seen_ratings"] = data.ratings.astype(np.float32)
     np.savez_compressed(path, **arrays)
 
 
@@ -95,6 +96,8 @@ class Run:
     matrices: dict[str, sp.csr_matrix]  # train, valid, test (positives) and seen (every interaction)
     model: object
     extras: dict
+    #: ``(n_users, n_items)`` CSR of every interaction's rating / weight (not only positives)
+    ratings: sp.csr_matrix
 
     @property
     def n_users(self) -> int:
@@ -203,6 +206,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     n_users, n_items = len(users["user_ids"]), len(items["item_ids"])
     matrices = {}
     with np.load(path / "split.npz", allow_pickle=False) as z:
+        ratings = sp.csr_matrix((z["seen_ratings"], (z["seen_users"], z["seen_items"])), shape=(n_users, n_items))
         for part in ("train", "valid", "test", "seen"):
             u, i = z[f"{part}_users"], z[f"{part}_items"]
             m = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(n_users, n_items))
@@ -221,7 +225,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     model.to(device)
     model.eval()
     return Run(path, config, np.asarray(users["user_ids"], np.int64), np.asarray(items["item_ids"], np.int64),
-               items.get("titles"), items.get("genres"), split, matrices, model, extras)
+               items.get("titles"), items.get("genres"), split, matrices, model, extras, ratings)
 
 
 __all__ = ["Run", "RunError", "build_model", "load_run", "prepare_run_dir", "verify_run", "write_run"]
