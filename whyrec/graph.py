@@ -1,0 +1,399 @@
+"""The user-item bipartite graph of LightGCN and its propagation.
+
+Notation (LightGCN paper, He et al. SIGIR 2020, Eq. 6-9): ``R`` is the
+``(n_users, n_items)`` binary interaction matrix, ``N = n_users + n_items`` and
+
+.. math::
+
+    A = \\begin{pmatrix} 0 & R \\\\ R^T & 0 \\end{pmatrix},\\qquad
+    \\hat A = D^{-1/2} A D^{-1/2},\\qquad
+    E^{(k+1)} = \\hat A E^{(k)},\\qquad
+    E = \\sum_{k=0}^{K} \\alpha_k E^{(k)},\\ \\alpha_k = \\tfrac{1}{K+1}.
+
+Node ``u`` (``0 <= u < n_users``) is a user, node ``n_users + i`` is item ``i``.
+``D`` is the diagonal degree matrix of ``A`` (a user's degree is its number of
+training items, an item's its number of training users). Nodes of degree 0
+get an all-zero row and column (no division by zero).
+
+Because ``A`` is symmetric, ``\\hat A^T = \\hat A``; :class:`SymmetricSpMM`
+exploits it so that the backward of ``\\hat A X`` is one more CSR sparse-dense
+product ``\\hat A G`` instead of autograd's generic sparse backward.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import warnings
+from collections import OrderedDict
+from typing import Optional, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+__all__ = [
+    "normalized_adjacency",
+    "AdjacencyCache",
+    "cached_normalized_adjacency",
+    "graph_key",
+    "node_degrees",
+    "SymmetricSpMM",
+    "sym_spmm",
+    "propagate",
+    "propagate_final",
+    "LightGCNPropagation",
+    "propagate_rows",
+    "LightGCNRowsPropagation",
+    "layer_weights",
+]
+
+
+def _binary_csr(train) -> sp.csr_matrix:
+    """Canonical binary CSR copy-on-need of ``train`` (sorted, no duplicates,
+    no explicit zeros, every stored value 1)."""
+    if not sp.issparse(train):
+        raise TypeError(f"train must be a scipy.sparse matrix, got {type(train).__name__}")
+    csr = train.tocsr()
+    if not csr.has_canonical_format or (csr.data.size and not np.all(csr.data == 1)):
+        csr = csr.copy()
+        csr.sum_duplicates()
+        csr.eliminate_zeros()
+        csr.data = np.ones_like(csr.data, dtype=np.float32)
+    return csr
+
+
+def normalized_adjacency(train, *, dtype: torch.dtype = torch.float32,
+                         device: Optional[torch.device | str] = None) -> Tensor:
+    """Symmetric normalized bipartite adjacency ``Â = D^-1/2 A D^-1/2``.
+
+    Built directly in CSR form (never dense) from the scipy matrix.
+
+    Args:
+        train: ``(n_users, n_items)`` scipy sparse binary interaction matrix
+            (any stored non-zero counts as one interaction).
+        dtype: value dtype of the result (float32 by default).
+        device: device of the result (default CPU).
+
+    Returns:
+        ``torch.sparse_csr`` tensor of shape ``(N, N)``, ``N = n_users +
+        n_items``, int64 indices, with ``Â[u, U+i] = Â[U+i, u] =
+        1 / sqrt(d_u d_i)`` for every training pair ``(u, i)`` and zero rows
+        for nodes without interactions. Row ``r`` holds exactly ``deg(r)``
+        stored entries, so degrees can be read back with :func:`node_degrees`.
+    """
+    R = _binary_csr(train)
+    n_users, n_items = R.shape
+    Rt = R.T.tocsr()  # (n_items, n_users), sorted indices
+    Rt.sort_indices()
+    deg_u = np.diff(R.indptr).astype(np.int64)
+    deg_i = np.diff(Rt.indptr).astype(np.int64)
+    deg = np.concatenate([deg_u, deg_i]).astype(np.float64)
+    dinv = np.zeros_like(deg)
+    nz = deg > 0
+    dinv[nz] = 1.0 / np.sqrt(deg[nz])
+
+    nnz = R.nnz
+    indptr = np.concatenate([R.indptr.astype(np.int64), nnz + Rt.indptr[1:].astype(np.int64)])
+    indices = np.concatenate([R.indices.astype(np.int64) + n_users, Rt.indices.astype(np.int64)])
+    rows = np.repeat(np.arange(n_users + n_items, dtype=np.int64), np.diff(indptr))
+    values = dinv[rows] * dinv[indices]
+
+    np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        adj = torch.sparse_csr_tensor(
+            torch.from_numpy(indptr),
+            torch.from_numpy(indices),
+            torch.from_numpy(values.astype(np_dtype)),
+            size=(n_users + n_items, n_users + n_items),
+            check_invariants=False,
+        )
+    if device is not None:
+        adj = adj.to(device)
+    return adj
+
+
+def node_degrees(adj: Tensor) -> Tensor:
+    """Degrees of all ``N`` nodes of an adjacency built by
+    :func:`normalized_adjacency` (= stored entries per row), int64 ``(N,)``."""
+    crow = adj.crow_indices()
+    return crow[1:] - crow[:-1]
+
+
+def graph_key(train) -> str:
+    """A content hash of a (binary) interaction matrix: shape + indptr + indices."""
+    R = _binary_csr(train)
+    h = hashlib.sha1()
+    h.update(np.asarray(R.shape, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(R.indptr, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(R.indices, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+class AdjacencyCache:
+    """Small LRU cache of normalized adjacencies keyed by the content of the
+    training matrix (:func:`graph_key`), dtype and device, so the same split
+    is normalized only once per process.
+
+    >>> cache = AdjacencyCache(maxsize=4)
+    >>> adj = cache.get(train)          # builds
+    >>> adj is cache.get(train.copy())  # same content -> same tensor
+    True
+    """
+
+    def __init__(self, maxsize: int = 4):
+        self.maxsize = int(maxsize)
+        self._store: "OrderedDict[tuple, Tensor]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, train, *, dtype: torch.dtype = torch.float32,
+            device: Optional[torch.device | str] = None) -> Tensor:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        key = (graph_key(train), dtype, str(dev))
+        with self._lock:
+            if key in self._store:
+                self._store.move_to_end(key)
+                self.hits += 1
+                return self._store[key]
+        adj = normalized_adjacency(train, dtype=dtype, device=dev)
+        with self._lock:
+            self.misses += 1
+            self._store[key] = adj
+            self._store.move_to_end(key)
+            while len(self._store) > self.maxsize:
+                self._store.popitem(last=False)
+        return adj
+
+    def clear(self) -> None:
+        with self._lock:
+            self._store.clear()
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+_DEFAULT_CACHE = AdjacencyCache(maxsize=4)
+
+
+def cached_normalized_adjacency(train, *, dtype: torch.dtype = torch.float32,
+                                device: Optional[torch.device | str] = None) -> Tensor:
+    """:func:`normalized_adjacency` through a process-wide :class:`AdjacencyCache`."""
+    return _DEFAULT_CACHE.get(train, dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------- #
+# sparse matmul with the symmetric backward
+# --------------------------------------------------------------------------- #
+def _spmm(adj: Tensor, x: Tensor) -> Tensor:
+    if adj.layout == torch.sparse_csr:
+        return torch.sparse.mm(adj, x)
+    return adj @ x
+
+
+class SymmetricSpMM(torch.autograd.Function):
+    """``Y = Â X`` for a **symmetric** sparse ``Â`` (no gradient w.r.t. ``Â``).
+
+    Backward: ``dL/dX = Â^T G = Â G`` -- one more CSR sparse x dense product,
+    much cheaper than autograd's generic sparse backward. Calling it with a
+    non-symmetric matrix gives wrong gradients (the forward is still right).
+    """
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # noqa: D401
+        ctx.adj = adj
+        return _spmm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        adj = ctx.adj
+        gx = _spmm(adj, grad.contiguous()) if ctx.needs_input_grad[1] else None
+        return None, gx
+
+
+def sym_spmm(adj: Tensor, x: Tensor) -> Tensor:
+    """``Â @ x`` with the symmetric backward when ``x`` requires grad."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return SymmetricSpMM.apply(adj, x)
+    return _spmm(adj, x)
+
+
+def layer_weights(n_layers: int, alphas: Optional[Sequence[float]] = None) -> list[float]:
+    """``[α_0, ..., α_K]``; default ``α_k = 1 / (K + 1)`` (the paper's choice)."""
+    if alphas is None:
+        return [1.0 / (n_layers + 1)] * (n_layers + 1)
+    alphas = [float(a) for a in alphas]
+    if len(alphas) != n_layers + 1:
+        raise ValueError(f"need n_layers + 1 = {n_layers + 1} layer weights, got {len(alphas)}")
+    return alphas
+
+
+def propagate(adj: Tensor, emb0: Tensor, n_layers: int,
+              alphas: Optional[Sequence[float]] = None) -> tuple[Tensor, list[Tensor]]:
+    """LightGCN propagation ``E^(k+1) = Â E^(k)``, ``E = Σ_k α_k E^(k)``.
+
+    Args:
+        adj: ``(N, N)`` symmetric normalized adjacency (sparse CSR), on the
+            device of ``emb0``.
+        emb0: ``(N, d)`` layer-0 embeddings (users first, then items).
+        n_layers: ``K``.
+        alphas: ``K + 1`` layer weights (default ``1/(K+1)`` each).
+
+    Returns:
+        ``(E, [E^(0), ..., E^(K)])`` with ``E`` of shape ``(N, d)``.
+    """
+    a = layer_weights(n_layers, alphas)
+    layers = [emb0]
+    out = emb0 * a[0]
+    x = emb0
+    for k in range(n_layers):
+        x = sym_spmm(adj, x)
+        layers.append(x)
+        out = out + x * a[k + 1]
+    return out, layers
+
+
+def _spmm_add(adj: Tensor, x: Tensor, y: Tensor, beta: float) -> Tensor:
+    """``Â x + beta · y`` (fused ``addmm`` where the backend supports it)."""
+    try:
+        return torch.addmm(y, adj, x, beta=beta, alpha=1.0)
+    except (RuntimeError, NotImplementedError):  # pragma: no cover - backend without sparse addmm
+        return _spmm(adj, x).add_(y, alpha=beta)
+
+
+class LightGCNPropagation(torch.autograd.Function):
+    """``E = Σ_{k=0..K} α_k Â^k E^(0)`` in one autograd node.
+
+    Forward: K sparse products (only the running layer and the sum are kept).
+    Backward, with ``Â`` symmetric: ``dL/dE^(0) = Σ_k α_k Â^k G``, evaluated by
+    Horner's rule ``H ← α_K G;  H ← α_k G + Â H  (k = K-1..0)`` -- K fused
+    sparse products. Saves nothing but ``Â`` for the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, emb0: Tensor, alphas: tuple) -> Tensor:  # noqa: D401
+        ctx.adj = adj
+        ctx.alphas = alphas
+        out = emb0 * alphas[0]
+        x = emb0
+        for a in alphas[1:]:
+            x = _spmm(adj, x)
+            out.add_(x, alpha=a)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        adj, a = ctx.adj, ctx.alphas
+        g = grad.contiguous()
+        h = g * a[-1]
+        for k in range(len(a) - 2, -1, -1):
+            h = _spmm_add(adj, h, g, a[k])
+        return None, h, None
+
+
+def propagate_final(adj: Tensor, emb0: Tensor, n_layers: int,
+                    alphas: Optional[Sequence[float]] = None) -> Tensor:
+    """Only the final embeddings ``E = Σ_k α_k E^(k)`` ``(N, d)`` of
+    :func:`propagate`, as one autograd node with the symmetric Horner backward
+    (:class:`LightGCNPropagation`): ``K`` sparse products forward, ``K``
+    backward, no per-layer tensors kept. Used for training steps."""
+    a = tuple(layer_weights(n_layers, alphas))
+    if emb0.requires_grad and torch.is_grad_enabled():
+        return LightGCNPropagation.apply(adj, emb0, a)
+    with torch.no_grad():
+        return LightGCNPropagation.forward(_NoCtx(), adj, emb0, a)
+
+
+class _NoCtx:
+    """Stand-in ``ctx`` for calling the forward without autograd."""
+
+    needs_input_grad = (False, False, False, False)
+
+
+def _row_submatrix(adj: Tensor, rows: Tensor) -> Tensor:
+    """``adj[rows]`` as a ``(len(rows), N)`` CSR (cost ∝ summed degree of
+    ``rows``, no pass over the whole matrix)."""
+    crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+    start = crow[rows]
+    cnt = crow[rows + 1] - start
+    sub_crow = torch.zeros(rows.numel() + 1, dtype=crow.dtype, device=crow.device)
+    torch.cumsum(cnt, 0, out=sub_crow[1:])
+    nnz = int(sub_crow[-1])
+    local = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt, output_size=nnz)
+    pos = torch.arange(nnz, device=rows.device) + (start - sub_crow[:-1])[local]
+    return torch.sparse_csr_tensor(sub_crow, col[pos], val[pos], size=(rows.numel(), adj.shape[1]),
+                                   check_invariants=False)
+
+
+def _column_masked(adj: Tensor, keep_cols: Tensor) -> Tensor:
+    """``adj`` with only the entries whose column is flagged in ``keep_cols``
+    (``(N,)`` bool); same shape, CSR order preserved (no sort)."""
+    crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+    idx = keep_cols[col].nonzero().squeeze(1)  # kept entry positions, ascending
+    new_crow = torch.searchsorted(idx, crow)  # kept entries before each row start
+    return torch.sparse_csr_tensor(new_crow, col[idx], val[idx], size=adj.shape, check_invariants=False)
+
+
+class LightGCNRowsPropagation(torch.autograd.Function):
+    """Final embeddings of the nodes ``rows`` only (distinct ids), for a
+    training step whose loss touches only those rows.
+
+    With ``P`` the projector on ``rows`` and ``Â`` symmetric:
+
+    * forward: ``E^(1..K-1)`` over the full graph (K-1 sparse products), the
+      last layer only for ``rows``: ``Â[rows] E^(K-1)`` (the ``(b, N)`` row
+      sub-matrix);
+    * backward, ``G = P G``: ``dL/dE^(K-1) = α_{K-1} G + α_K Â P G`` and
+      ``Â P = S_c`` (entries whose column is in ``rows``), then Horner
+      ``H ← α_k G + Â H`` for k = K-2..0.
+
+    So one step costs ``2(K-1)`` full sparse products plus two restricted
+    ones (their size is the summed degree of ``rows``), instead of ``2K``.
+    """
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, emb0: Tensor, rows: Tensor, alphas: tuple) -> Tensor:
+        n_layers = len(alphas) - 1
+        out = emb0[rows] * alphas[0]
+        x = emb0
+        for a in alphas[1:-1]:
+            x = _spmm(adj, x)
+            out.add_(x[rows], alpha=a)
+        if n_layers >= 1:
+            out.add_(_spmm(_row_submatrix(adj, rows), x), alpha=alphas[-1])
+            if ctx.needs_input_grad[1]:
+                in_rows = torch.zeros(emb0.shape[0], dtype=torch.bool, device=emb0.device)
+                in_rows[rows] = True
+                ctx.s_col = _column_masked(adj, in_rows)
+        ctx.adj, ctx.alphas, ctx.rows, ctx.n = adj, alphas, rows, emb0.shape[0]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a, rows = ctx.alphas, ctx.rows
+        G = grad.new_zeros(ctx.n, grad.shape[1])
+        G[rows] = grad
+        if len(a) == 1:
+            return None, G * a[0], None, None
+        h = _spmm_add(ctx.s_col, G * a[-1], G, a[-2])
+        for k in range(len(a) - 3, -1, -1):
+            h = _spmm_add(ctx.adj, h, G, a[k])
+        return None, h, None, None
+
+
+def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
+                   alphas: Optional[Sequence[float]] = None) -> Tensor:
+    """``propagate_final(adj, emb0, n_layers, alphas)[rows]`` (same values and
+    gradients), computed with :class:`LightGCNRowsPropagation`: the last layer
+    only for ``rows``. ``rows``: ``(b,)`` int64 node ids, duplicates allowed."""
+    a = tuple(layer_weights(n_layers, alphas))
+    uniq, inv = torch.unique(rows, return_inverse=True)
+    if emb0.requires_grad and torch.is_grad_enabled():
+        out = LightGCNRowsPropagation.apply(adj, emb0, uniq, a)
+    else:
+        with torch.no_grad():
+            out = LightGCNRowsPropagation.forward(_NoCtx(), adj, emb0, uniq, a)
+    return out[inv]

@@ -1,0 +1,98 @@
+"""The interface shared by every whyrec recommender.
+
+All models are plain :class:`torch.nn.Module` s over ``n_users`` users and
+``n_items`` items (0-based ids). The CLI, the evaluator, the explainers and the
+web service only rely on:
+
+* :meth:`Recommender.embeddings` -- final ``(n_users, d)``, ``(n_items, d)``;
+* :meth:`Recommender.score_users` -- ``(b, n_items)`` scores, no masking;
+* :meth:`Recommender.forward` -- ``(b,)`` scores of ``(user, item)`` pairs;
+
+and the training loop additionally on :meth:`Recommender.batch_embeddings`
+(final and layer-0 rows of a BPR batch) and :attr:`Recommender.trainable`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import LongTensor, Tensor, nn
+
+__all__ = ["Recommender", "BatchEmbeddings"]
+
+
+class BatchEmbeddings(NamedTuple):
+    """Rows needed by the BPR objective for a batch of ``b`` triples
+    ``(u, i, j)`` (user, positive item, negative item).
+
+    ``users``/``pos``/``neg``: final embeddings ``(b, d)`` (scores are their
+    dot products); ``users0``/``pos0``/``neg0``: the same rows of the layer-0
+    (trainable) embeddings, used by the L2 term.
+    """
+
+    users: Tensor
+    pos: Tensor
+    neg: Tensor
+    users0: Tensor
+    pos0: Tensor
+    neg0: Tensor
+
+
+class Recommender(nn.Module):
+    """Base class: a scorer ``s(u, i)`` over ``n_users x n_items``."""
+
+    n_users: int
+    n_items: int
+    #: ``False`` for models without trainable parameters (fit is a no-op).
+    trainable: bool = True
+
+    def __init__(self, n_users: int, n_items: int):
+        super().__init__()
+        if n_users <= 0 or n_items <= 0:
+            raise ValueError(f"n_users and n_items must be positive, got {n_users}, {n_items}")
+        self.n_users = int(n_users)
+        self.n_items = int(n_items)
+
+    # -- helpers ------------------------------------------------------------ #
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def _ids(self, ids) -> Tensor:
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        return ids.to(self.device)
+
+    # -- interface ---------------------------------------------------------- #
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final embeddings ``(n_users, d)``, ``(n_items, d)``; ``score(u, i)
+        = users[u] · items[i]``."""
+        raise NotImplementedError
+
+    def score_users(self, users: LongTensor) -> Tensor:
+        """Scores of all items for ``users`` ``(b,)`` -> ``(b, n_items)``
+        (training items are NOT masked)."""
+        u, it = self.embeddings()
+        return u[self._ids(users)] @ it.T
+
+    def forward(self, users: LongTensor, items: LongTensor) -> Tensor:
+        """Scores of pairs: ``users`` ``(b,)``, ``items`` ``(b,)`` -> ``(b,)``."""
+        u, it = self.embeddings()
+        return (u[self._ids(users)] * it[self._ids(items)]).sum(-1)
+
+    def score_vectors(self, user_vectors: Tensor) -> Tensor:
+        """Scores of all items for arbitrary user embeddings ``(b, d)`` or
+        ``(d,)`` (e.g. from ``fold_in``) -> ``(b, n_items)`` / ``(n_items,)``."""
+        _, it = self.embeddings()
+        return user_vectors.to(it.device, it.dtype) @ it.T
+
+    def batch_embeddings(self, users: LongTensor, pos: LongTensor, neg: LongTensor) -> BatchEmbeddings:
+        """Final and layer-0 rows for a BPR batch (with autograd)."""
+        raise NotImplementedError(f"{type(self).__name__} is not trainable with BPR")
+
+    def extra_repr(self) -> str:
+        return f"n_users={self.n_users}, n_items={self.n_items}"

@@ -1,0 +1,297 @@
+"""BPR training loop (Adam, uniform negatives, early stopping on validation).
+
+Per step, for a batch of ``B`` triples ``(u, i, j)``::
+
+    loss = mean softplus(ŷ_uj - ŷ_ui) + reg · ½(‖e_u⁰‖² + ‖e_i⁰‖² + ‖e_j⁰‖²) / B
+
+(:mod:`whyrec.train.losses`), one Adam step on the layer-0 embeddings. For
+LightGCN the batch's final embeddings come from
+:meth:`~whyrec.models.LightGCN.batch_embeddings`: one propagation of the whole
+graph per batch (``K - 1`` full sparse products + the batch rows of the last
+layer), backward through the symmetric sparse product.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..models.base import Recommender
+from .losses import bpr_loss, l2_reg
+from .sampling import UniformNegativeSampler
+
+__all__ = ["TrainConfig", "History", "fit", "resolve_device"]
+
+EvaluateFn = Callable[[Recommender, object, object, tuple], dict]
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (defaults: the LightGCN paper's Gowalla setup).
+
+    ``eval_every``: evaluate on the validation matrix every that many epochs
+    (and after the last one); ``patience``: stop after that many evaluations
+    without improvement of ``monitor`` (``None`` = never stop early);
+    ``device``: ``"auto"`` = CUDA if available else CPU; ``num_threads``: set
+    ``torch.set_num_threads`` for the run (``None`` = leave as is).
+    """
+
+    epochs: int = 1000
+    batch_size: int = 2048
+    lr: float = 1e-3
+    reg: float = 1e-4
+    seed: int = 2020
+    eval_every: int = 20
+    patience: Optional[int] = 5
+    ks: tuple = (20,)
+    monitor: str = "recall@20"
+    device: str = "auto"
+    eval_batch_size: int = 1024
+    num_threads: Optional[int] = None
+
+
+@dataclass
+class History:
+    """What :func:`fit` did. ``epochs``: one dict per trained epoch (``epoch``
+    1-based, ``loss``, ``bpr``, ``reg``, ``seconds``, ``sample_seconds`` and,
+    on evaluated epochs, the metrics); ``evals``: ``(epoch, metrics)`` pairs;
+    ``best_epoch``/``best_score``/``best_metrics``: best evaluation of
+    ``monitor`` (its weights are loaded back into the model)."""
+
+    epochs: list = field(default_factory=list)
+    evals: list = field(default_factory=list)
+    monitor: str = "recall@20"
+    best_epoch: Optional[int] = None
+    best_score: Optional[float] = None
+    best_metrics: dict = field(default_factory=dict)
+    stopped_early: bool = False
+    seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.epochs)
+
+    @property
+    def losses(self) -> list:
+        return [r["loss"] for r in self.epochs]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _adam(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam; the fused single-pass kernel where this torch build has it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # pragma: no cover - older torch / exotic device
+        return torch.optim.Adam(params, lr=lr)
+
+
+def _default_evaluate(batch_size: int) -> EvaluateFn:
+    def evaluate(model, train, valid, ks):
+        from ..evaluate.ranking import evaluate_ranking  # lazy: optional module
+
+        return evaluate_ranking(model.score_users, train, valid, ks=ks, batch_size=batch_size)
+
+    return evaluate
+
+
+def _run_eval(model, evaluate, train, valid, ks) -> dict:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            res = evaluate(model, train, valid, ks)
+    finally:
+        model.train(was_training)
+    return {k: float(v) for k, v in res.items() if isinstance(v, (int, float, np.floating, np.integer))}
+
+
+def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainConfig] = None,
+        out_dir: Optional[str | os.PathLike] = None, progress: bool = True,
+        evaluate: Optional[EvaluateFn] = None) -> History:
+    """Train ``model`` with BPR on ``train_csr``.
+
+    Args:
+        model: a :class:`~whyrec.models.base.Recommender`; a LightGCN without
+            a graph gets ``train_csr`` as its graph. Models with
+            ``trainable = False`` (Popularity) are not trained (no-op); they
+            are only evaluated once when ``valid_csr`` is given.
+        train_csr: ``(n_users, n_items)`` scipy binary training matrix.
+        valid_csr: same shape, validation positives (``None``: no evaluation,
+            no early stopping; the final weights are kept).
+        config: :class:`TrainConfig`.
+        out_dir: if given, ``curves.csv`` and ``curves.png`` are written there.
+        progress: tqdm progress bars (loss and last metrics in the postfix).
+        evaluate: ``f(model, train_csr, valid_csr, ks) -> dict`` of metrics;
+            default :func:`whyrec.evaluate.ranking.evaluate_ranking` with
+            ``model.score_users`` (training items masked).
+
+    Returns:
+        :class:`History`. At return the model holds the best evaluated
+        weights (in eval mode).
+    """
+    config = config or TrainConfig()
+    ks = tuple(config.ks) if not isinstance(config.ks, int) else (config.ks,)
+    monitor = config.monitor if any(config.monitor == f"{m}@{k}" for k in ks
+                                    for m in ("recall", "ndcg", "precision", "hit_rate", "mrr")) \
+        else f"recall@{ks[0]}"
+    hist = History(monitor=monitor, config=asdict(config))
+    if evaluate is None:
+        evaluate = _default_evaluate(config.eval_batch_size)
+    if tuple(train_csr.shape) != (model.n_users, model.n_items):
+        raise ValueError(f"train has shape {train_csr.shape}, model is {(model.n_users, model.n_items)}")
+    old_threads = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+    t_start = time.perf_counter()
+    try:
+        device = resolve_device(config.device)
+        model.to(device)
+        if not getattr(model, "trainable", True):
+            if valid_csr is not None:
+                m = _run_eval(model, evaluate, train_csr, valid_csr, ks)
+                hist.evals.append((0, m))
+                hist.best_epoch, hist.best_score, hist.best_metrics = 0, m.get(monitor), m
+            model.eval()
+            return hist
+        if getattr(model, "adj", False) is None and hasattr(model, "set_graph"):
+            model.set_graph(train_csr)
+
+        torch.manual_seed(config.seed)
+        sampler = UniformNegativeSampler(train_csr, seed=config.seed)
+        opt = _adam(model.parameters(), config.lr, device)
+        n = len(sampler)
+        bs = int(config.batch_size)
+        n_batches = max(1, math.ceil(n / bs))
+        best_state = None
+        bad = 0
+        last_metrics: dict = {}
+
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=config.epochs, desc=f"train {type(model).__name__}", unit="epoch")
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            users, pos, neg = sampler.sample_epoch(epoch)
+            t_sample = time.perf_counter() - t0
+            users = torch.from_numpy(users).to(device)
+            pos = torch.from_numpy(pos).to(device)
+            neg = torch.from_numpy(neg).to(device)
+            sum_bpr = torch.zeros((), device=device)
+            sum_reg = torch.zeros((), device=device)
+            for b in range(n_batches):
+                sl = slice(b * bs, min((b + 1) * bs, n))
+                u, i, j = users[sl], pos[sl], neg[sl]
+                be = model.batch_embeddings(u, i, j)
+                s_pos = (be.users * be.pos).sum(-1)
+                s_neg = (be.users * be.neg).sum(-1)
+                l_bpr = bpr_loss(s_pos, s_neg)
+                l_reg = l2_reg(config.reg, u.numel(), be.users0, be.pos0, be.neg0)
+                loss = l_bpr + l_reg
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sum_bpr += l_bpr.detach()
+                sum_reg += l_reg.detach()
+            row = {"epoch": epoch, "bpr": float(sum_bpr) / n_batches, "reg": float(sum_reg) / n_batches}
+            row["loss"] = row["bpr"] + row["reg"]
+            row["seconds"] = time.perf_counter() - t0
+            row["sample_seconds"] = t_sample
+            if not math.isfinite(row["loss"]):
+                raise FloatingPointError(f"loss is {row['loss']} at epoch {epoch}")
+
+            stop = False
+            if valid_csr is not None and (epoch % max(1, config.eval_every) == 0 or epoch == config.epochs):
+                m = _run_eval(model, evaluate, train_csr, valid_csr, ks)
+                last_metrics = m
+                row.update(m)
+                hist.evals.append((epoch, m))
+                score = m.get(monitor)
+                if score is None:
+                    raise KeyError(f"evaluation returned no {monitor!r} (keys: {sorted(m)})")
+                if hist.best_score is None or score > hist.best_score:
+                    hist.best_epoch, hist.best_score, hist.best_metrics = epoch, score, m
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    bad = 0
+                else:
+                    bad += 1
+                    if config.patience is not None and bad >= config.patience:
+                        stop = True
+            hist.epochs.append(row)
+            if bar is not None:
+                post = {"loss": f"{row['loss']:.4f}"}
+                for k in (monitor, f"ndcg@{ks[0]}"):
+                    if k in last_metrics:
+                        post[k] = f"{last_metrics[k]:.4f}"
+                bar.set_postfix(post)
+                bar.update(1)
+            if stop:
+                hist.stopped_early = True
+                break
+        if bar is not None:
+            bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        if hasattr(model, "invalidate_cache"):
+            model.invalidate_cache()
+        model.eval()
+    finally:
+        if config.num_threads:
+            torch.set_num_threads(old_threads)
+        hist.seconds = time.perf_counter() - t_start
+        if out_dir is not None and hist.epochs:
+            write_curves(hist, out_dir)
+    return hist
+
+
+def write_curves(hist: History, out_dir: str | os.PathLike) -> tuple[str, str]:
+    """Write ``curves.csv`` (one row per epoch) and ``curves.png`` (loss and
+    validation metrics vs epoch) into ``out_dir``; returns both paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    df = hist.to_frame()
+    csv_path = os.path.join(out_dir, "curves.csv")
+    df.to_csv(csv_path, index=False)
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metric_cols = [c for c in df.columns if "@" in c and not c.startswith("coverage")
+                   and c.split("@")[0] in ("recall", "ndcg")]
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    ax1 = fig.add_subplot(1, 2, 1)
+    ax1.plot(df["epoch"], df["loss"], label="loss")
+    ax1.plot(df["epoch"], df["bpr"], label="BPR", alpha=0.7)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss")
+    ax1.legend()
+    ax2 = fig.add_subplot(1, 2, 2)
+    for c in metric_cols:
+        d = df[["epoch", c]].dropna()
+        ax2.plot(d["epoch"], d[c], marker="o", label=c)
+    if hist.best_epoch:
+        ax2.axvline(hist.best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {hist.best_epoch})")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation")
+    if metric_cols:
+        ax2.legend()
+    fig.tight_layout()
+    png_path = os.path.join(out_dir, "curves.png")
+    fig.savefig(png_path, dpi=100)
+    return csv_path, png_path
