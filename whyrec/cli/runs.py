@@ -65,6 +65,7 @@ def train(
     features: str = typer.Option("user,item", help="Side features for feature models: user,item | user | item | none."),
     opt: Optional[list[str]] = typer.Option(None, "--opt", help="Model-specific setting KEY=VALUE (repeatable)."),
     device: str = typer.Option("auto", help="auto (CUDA if available), cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a model and write a run folder (weights, config, split, id maps, metrics, curves)."""
@@ -92,7 +93,7 @@ def train(
     inputs = ModelInputs(data.n_users, data.n_items, train_m, extras)
     net = recipe.build(inputs, model_config)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, reg=reg, seed=seed, eval_every=eval_every,
-                         patience=patience or None, device=device)
+                         patience=patience or None, device=device, num_threads=threads)
     trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
     hist = trainer(net, inputs, monitor_m, config, out, progress)
     net.eval()
