@@ -26,7 +26,7 @@ from ..models.base import Recommender
 from .losses import bpr_loss, l2_reg
 from .sampling import UniformNegativeSampler
 
-__all__ = ["TrainConfig", "History", "fit", "resolve_device"]
+__all__ = ["TrainConfig", "History", "fit", "run_epochs", "resolve_device"]
 
 EvaluateFn = Callable[[Recommender, object, object, tuple], dict]
 
@@ -119,29 +119,23 @@ def _run_eval(model, evaluate, train, valid, ks) -> dict:
     return {k: float(v) for k, v in res.items() if isinstance(v, (int, float, np.floating, np.integer))}
 
 
-def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainConfig] = None,
-        out_dir: Optional[str | os.PathLike] = None, progress: bool = True,
-        evaluate: Optional[EvaluateFn] = None) -> History:
-    """Train ``model`` with BPR on ``train_csr``.
+EpochFn = Callable[[int], dict]
 
-    Args:
-        model: a :class:`~whyrec.models.base.Recommender`; a LightGCN without
-            a graph gets ``train_csr`` as its graph. Models with
-            ``trainable = False`` (Popularity) are not trained (no-op); they
-            are only evaluated once when ``valid_csr`` is given.
-        train_csr: ``(n_users, n_items)`` scipy binary training matrix.
-        valid_csr: same shape, validation positives (``None``: no evaluation,
-            no early stopping; the final weights are kept).
-        config: :class:`TrainConfig`.
-        out_dir: if given, ``curves.csv`` and ``curves.png`` are written there.
-        progress: tqdm progress bars (loss and last metrics in the postfix).
-        evaluate: ``f(model, train_csr, valid_csr, ks) -> dict`` of metrics;
-            default :func:`whyrec.evaluate.ranking.evaluate_ranking` with
-            ``model.score_users`` (training items masked).
 
-    Returns:
-        :class:`History`. At return the model holds the best evaluated
-        weights (in eval mode).
+def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=None,
+               config: Optional[TrainConfig] = None, out_dir: Optional[str | os.PathLike] = None,
+               progress: bool = True, evaluate: Optional[EvaluateFn] = None,
+               setup: Optional[Callable[[torch.device], None]] = None) -> History:
+    """The epoch driver every whyrec trainer shares.
+
+    Calls ``train_epoch(epoch) -> dict`` (at least ``"loss"``; any other floats
+    are logged) for ``config.epochs`` epochs; every ``config.eval_every`` epochs
+    (and after the last) evaluates on ``valid_csr``, keeps the best weights of
+    ``config.monitor``, stops early after ``config.patience`` evaluations
+    without improvement, shows a tqdm bar with the loss and the last metrics,
+    and writes ``curves.csv``/``curves.png`` into ``out_dir``.  ``setup(device)``
+    runs once after the model is moved to its device (build optimisers there).
+    Models with ``trainable = False`` are only evaluated once.
     """
     config = config or TrainConfig()
     ks = tuple(config.ks) if not isinstance(config.ks, int) else (config.ks,)
@@ -167,19 +161,12 @@ def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainCon
                 hist.best_epoch, hist.best_score, hist.best_metrics = 0, m.get(monitor), m
             model.eval()
             return hist
-        if getattr(model, "adj", False) is None and hasattr(model, "set_graph"):
-            model.set_graph(train_csr)
-
         torch.manual_seed(config.seed)
-        sampler = UniformNegativeSampler(train_csr, seed=config.seed)
-        opt = _adam(model.parameters(), config.lr, device)
-        n = len(sampler)
-        bs = int(config.batch_size)
-        n_batches = max(1, math.ceil(n / bs))
+        if setup is not None:
+            setup(device)
         best_state = None
         bad = 0
         last_metrics: dict = {}
-
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -188,34 +175,10 @@ def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainCon
         for epoch in range(1, config.epochs + 1):
             model.train()
             t0 = time.perf_counter()
-            users, pos, neg = sampler.sample_epoch(epoch)
-            t_sample = time.perf_counter() - t0
-            users = torch.from_numpy(users).to(device)
-            pos = torch.from_numpy(pos).to(device)
-            neg = torch.from_numpy(neg).to(device)
-            sum_bpr = torch.zeros((), device=device)
-            sum_reg = torch.zeros((), device=device)
-            for b in range(n_batches):
-                sl = slice(b * bs, min((b + 1) * bs, n))
-                u, i, j = users[sl], pos[sl], neg[sl]
-                be = model.batch_embeddings(u, i, j)
-                s_pos = (be.users * be.pos).sum(-1)
-                s_neg = (be.users * be.neg).sum(-1)
-                l_bpr = bpr_loss(s_pos, s_neg)
-                l_reg = l2_reg(config.reg, u.numel(), be.users0, be.pos0, be.neg0)
-                loss = l_bpr + l_reg
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sum_bpr += l_bpr.detach()
-                sum_reg += l_reg.detach()
-            row = {"epoch": epoch, "bpr": float(sum_bpr) / n_batches, "reg": float(sum_reg) / n_batches}
-            row["loss"] = row["bpr"] + row["reg"]
+            row = {"epoch": epoch, **train_epoch(epoch)}
             row["seconds"] = time.perf_counter() - t0
-            row["sample_seconds"] = t_sample
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss is {row['loss']} at epoch {epoch}")
-
             stop = False
             if valid_csr is not None and (epoch % max(1, config.eval_every) == 0 or epoch == config.epochs):
                 m = _run_eval(model, evaluate, train_csr, valid_csr, ks)
@@ -260,6 +223,75 @@ def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainCon
     return hist
 
 
+def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainConfig] = None,
+        out_dir: Optional[str | os.PathLike] = None, progress: bool = True,
+        evaluate: Optional[EvaluateFn] = None) -> History:
+    """Train ``model`` with BPR on ``train_csr``.
+
+    Args:
+        model: a :class:`~whyrec.models.base.Recommender`; a LightGCN without
+            a graph gets ``train_csr`` as its graph. Models with
+            ``trainable = False`` (Popularity) are not trained (no-op); they
+            are only evaluated once when ``valid_csr`` is given.
+        train_csr: ``(n_users, n_items)`` scipy binary training matrix.
+        valid_csr: same shape, validation positives (``None``: no evaluation,
+            no early stopping; the final weights are kept).
+        config: :class:`TrainConfig`.
+        out_dir: if given, ``curves.csv`` and ``curves.png`` are written there.
+        progress: tqdm progress bars (loss and last metrics in the postfix).
+        evaluate: ``f(model, train_csr, valid_csr, ks) -> dict`` of metrics;
+            default :func:`whyrec.evaluate.ranking.evaluate_ranking` with
+            ``model.score_users`` (training items masked).
+
+    Returns:
+        :class:`History`. At return the model holds the best evaluated
+        weights (in eval mode).
+    """
+    config = config or TrainConfig()
+    if getattr(model, "trainable", True) and getattr(model, "adj", False) is None and hasattr(model, "set_graph"):
+        model.set_graph(train_csr)
+    state: dict = {}
+
+    def setup(device: torch.device) -> None:
+        state["device"] = device
+        state["sampler"] = UniformNegativeSampler(train_csr, seed=config.seed)
+        state["opt"] = _adam(model.parameters(), config.lr, device)
+
+    def bpr_epoch(epoch: int) -> dict:
+        device, sampler, opt = state["device"], state["sampler"], state["opt"]
+        t0 = time.perf_counter()
+        users, pos, neg = sampler.sample_epoch(epoch)
+        t_sample = time.perf_counter() - t0
+        users = torch.from_numpy(users).to(device)
+        pos = torch.from_numpy(pos).to(device)
+        neg = torch.from_numpy(neg).to(device)
+        n = len(sampler)
+        bs = int(config.batch_size)
+        n_batches = max(1, math.ceil(n / bs))
+        sum_bpr = torch.zeros((), device=device)
+        sum_reg = torch.zeros((), device=device)
+        for b in range(n_batches):
+            sl = slice(b * bs, min((b + 1) * bs, n))
+            u, i, j = users[sl], pos[sl], neg[sl]
+            be = model.batch_embeddings(u, i, j)
+            s_pos = (be.users * be.pos).sum(-1)
+            s_neg = (be.users * be.neg).sum(-1)
+            l_bpr = bpr_loss(s_pos, s_neg)
+            l_reg = l2_reg(config.reg, u.numel(), be.users0, be.pos0, be.neg0)
+            loss = l_bpr + l_reg
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sum_bpr += l_bpr.detach()
+            sum_reg += l_reg.detach()
+        row = {"bpr": float(sum_bpr) / n_batches, "reg": float(sum_reg) / n_batches}
+        row["loss"] = row["bpr"] + row["reg"]
+        row["sample_seconds"] = t_sample
+        return row
+
+    return run_epochs(model, bpr_epoch, train_csr, valid_csr, config, out_dir, progress, evaluate, setup)
+
+
 def write_curves(hist: History, out_dir: str | os.PathLike) -> tuple[str, str]:
     """Write ``curves.csv`` (one row per epoch) and ``curves.png`` (loss and
     validation metrics vs epoch) into ``out_dir``; returns both paths."""
@@ -277,7 +309,9 @@ def write_curves(hist: History, out_dir: str | os.PathLike) -> tuple[str, str]:
     FigureCanvasAgg(fig)
     ax1 = fig.add_subplot(1, 2, 1)
     ax1.plot(df["epoch"], df["loss"], label="loss")
-    ax1.plot(df["epoch"], df["bpr"], label="BPR", alpha=0.7)
+    for part in ("bpr", "bce", "recon", "kl", "align"):  # the loss's parts, whichever the trainer logs
+        if part in df.columns:
+            ax1.plot(df["epoch"], df[part], label=part.upper() if part in ("bpr", "bce", "kl") else part, alpha=0.7)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss")
     ax1.legend()
