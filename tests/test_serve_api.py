@@ -1,0 +1,347 @@
+"""`whyrec serve`: every endpoint and every error of the HTTP API (FastAPI's test client, plus a real
+uvicorn on loopback for the streamed-body limit), on a tiny LightGCN run trained on ML-100K."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import sys
+import types
+import warnings
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import dataset_dir
+
+warnings.filterwarnings("ignore", message="Using `httpx` with")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from whyrec.cli import app as cli  # noqa: E402
+from whyrec.serve.app import create_app, running_server  # noqa: E402
+
+runner = CliRunner()
+ML100K = str(dataset_dir("ml-100k"))
+
+
+def train(out, *extra):
+    result = runner.invoke(cli, ["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--out", str(out),
+                                 "--no-progress", "--seed", "1", *extra])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return out
+
+
+def snapshot(folder):
+    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def lgcn_dir(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("serve") / "lgcn", "--model", "lightgcn", "--epochs", "2", "--lr", "0.01",
+                 "--dim", "16", "--eval-every", "2")
+
+
+@pytest.fixture(scope="module")
+def before(lgcn_dir):
+    return snapshot(lgcn_dir)
+
+
+@pytest.fixture(scope="module")
+def run(lgcn_dir, before):
+    from whyrec.run import load_run
+
+    return load_run(lgcn_dir)
+
+
+@pytest.fixture(scope="module")
+def client(lgcn_dir, before):
+    return TestClient(create_app(lgcn_dir))  # from the folder, as `whyrec serve` does
+
+
+@pytest.fixture(scope="module")
+def pop_client(tmp_path_factory):
+    return TestClient(create_app(train(tmp_path_factory.mktemp("serve") / "pop", "--model", "pop")))
+
+
+def detail(response, status):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert "detail" in body
+    return body["detail"]
+
+
+# ------------------------------------------------------------------------------------------------ #
+def test_health_says_what_the_run_can_do(client):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["dataset"] == "ml-100k" and h["model"] == "lightgcn"
+    assert (h["n_users"], h["n_items"]) == (943, 1682) and h["user_id_range"] == [1, 943]
+    from whyrec.train.recipes import get_recipe
+
+    assert h["explain_methods"] == list(get_recipe("lightgcn").explain_methods) and h["new_users"] is True
+    assert set(h["available_methods"]) <= set(h["explain_methods"]) and "concepts" in h["available_methods"]
+
+
+def test_openapi_document_lists_every_endpoint(client):
+    spec = client.get("/openapi.json").json()
+    assert set(spec["paths"]) == {"/health", "/items", "/recommendations", "/users/{raw_id}/recommendations",
+                                  "/users/{raw_id}/explanations/{raw_item_id}"}
+    assert "post" in spec["paths"]["/recommendations"]
+    params = {p["name"]: p for p in spec["paths"]["/users/{raw_id}/recommendations"]["get"]["parameters"]}
+    assert params["k"]["schema"]["maximum"] == 500 and params["k"]["schema"]["minimum"] == 1
+    assert client.get("/docs").status_code == 404  # Swagger UI would need a CDN
+
+
+def test_user_recommendations_match_recommend_and_exclude_seen(client, run):
+    from whyrec.recommend import recommend_for_user
+
+    body = client.get("/users/7/recommendations?k=20").json()
+    ref = recommend_for_user(run, 7, 20)
+    assert body["user"] == 7 and body["k"] == 20 and len(body["recommendations"]) == 20
+    assert [r["item_id"] for r in body["recommendations"]] == [r["item_id"] for r in ref["recommendations"]]
+    for got, want in zip(body["recommendations"], ref["recommendations"]):
+        assert got["title"] == want["title"] and got["genres"] == want["genres"] and got["rank"] == want["rank"]
+        assert got["score"] == pytest.approx(want["score"], rel=1e-5)
+    u = run.user_index(7)
+    seen = {int(run.item_ids[i]) for i in run.matrices["seen"][u].indices}
+    assert body["n_seen"] == len(seen) and not seen & {r["item_id"] for r in body["recommendations"]}
+    scores = [r["score"] for r in body["recommendations"]]
+    assert scores == sorted(scores, reverse=True)
+    counts = [g["count"] for g in body["profile"]]
+    assert counts == sorted(counts, reverse=True) and counts[-1] > 0
+    assert all(g["share"] == pytest.approx(g["count"] / len(seen)) for g in body["profile"])
+
+
+def test_fast_path_and_fastapi_route_give_the_same_body(client):
+    fast = client.get("/users/42/recommendations?k=15")
+    routed = client.get("/users/42/recommendations?k=15&via=route")  # an extra parameter: FastAPI answers
+    assert fast.status_code == routed.status_code == 200 and fast.content == routed.content
+    assert client.get("/users/42/recommendations").json()["k"] == 10
+    assert len(client.get("/users/42/recommendations?k=500").json()["recommendations"]) == 500
+
+
+def test_unknown_user_is_404_with_a_message(client):
+    assert "unknown user id '99999'" in detail(client.get("/users/99999/recommendations"), 404)
+    assert "unknown user id" in detail(client.get("/users/abc/recommendations?k=5"), 404)
+    assert "unknown user id" in detail(client.get("/users/99999/explanations/50?method=concepts"), 404)
+
+
+@pytest.mark.parametrize("query", ["k=0", "k=501", "k=-3", "k=abc", "k=1e3", "k="])
+def test_k_outside_1_to_500_is_422(client, query):
+    r = client.get(f"/users/1/recommendations?{query}")
+    assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize("body", [{"liked": ["toy story"], "k": 0}, {"liked": ["toy story"], "k": 501},
+                                  {"liked": []}, {"k": 10}, {"liked": "toy story"}])
+def test_bad_new_user_body_is_422(client, body):
+    assert client.post("/recommendations", json=body).status_code == 422
+
+
+def test_new_user_fold_in(client, run):
+    from whyrec.recommend import recommend_for_new_user
+
+    r = client.post("/recommendations", json={"liked": ["toy story", 50, "Fargo (1996)"], "k": 12})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["liked"] == ["Toy Story (1995)", "Star Wars (1977)", "Fargo (1996)"]
+    assert body["liked_ids"] == [1, 50, 100] and body["k"] == 12 and len(body["recommendations"]) == 12
+    ref = recommend_for_new_user(run, ["toy story", "50", "Fargo (1996)"], 12)
+    assert [x["item_id"] for x in body["recommendations"]] == [x["item_id"] for x in ref["recommendations"]]
+    assert not {1, 50, 100} & {x["item_id"] for x in body["recommendations"]}
+    for rec in body["recommendations"]:  # "because you liked": an exact decomposition of the score
+        assert sorted(b["item_id"] for b in rec["because"]) == [1, 50, 100]
+        assert sum(b["contribution"] for b in rec["because"]) == pytest.approx(rec["score"], rel=1e-4, abs=1e-5)
+    genres = {g["genre"] for g in body["profile"]}
+    assert {"Animation", "Sci-Fi", "Crime"} <= genres
+
+
+def test_new_user_unknown_item_is_404(client):
+    msg = detail(client.post("/recommendations", json={"liked": ["toy story", "zzzz qqqq xxxx"]}), 404)
+    assert "no item matches 'zzzz qqqq xxxx'" in msg
+    assert "'999999'" in detail(client.get("/users/1/explanations/999999?method=concepts"), 404)
+
+
+def test_new_user_needs_a_lightgcn_run(pop_client):
+    assert "LightGCN" in detail(pop_client.post("/recommendations", json={"liked": ["toy story"]}), 400)
+    assert pop_client.get("/health").json()["new_users"] is False
+    body = pop_client.get("/users/3/recommendations?k=5").json()  # pop has no embeddings: its own scorer
+    assert len(body["recommendations"]) == 5 and body["recommendations"][0]["score"] > 100
+
+
+def test_body_over_the_limit_is_413(client):
+    big = json.dumps({"liked": ["toy story"] * 20000, "k": 10})
+    assert len(big) > 64 * 1024
+    assert "too large" in detail(client.post("/recommendations", content=big,
+                                             headers={"content-type": "application/json"}), 413)
+
+    def chunks():  # no Content-Length: the streamed bytes are counted
+        yield b'{"liked": ["'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"]}'
+
+    assert "too large" in detail(client.post("/recommendations", content=chunks(),
+                                             headers={"content-type": "application/json"}), 413)
+    small = create_app(client.app.state.service.run, max_body_bytes=100)
+    with TestClient(small) as c:
+        assert c.post("/recommendations", json={"liked": ["toy story"] * 30}).status_code == 413
+        assert c.post("/recommendations", json={"liked": ["toy story"]}).status_code == 200
+
+
+def _raw(base: str, request: bytes) -> bytes:
+    url = urlparse(base)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_body_limit_on_a_real_server(run):
+    with running_server(create_app(run, max_body_bytes=1000)) as base:
+        # a declared length over the limit is refused before any body is sent
+        head = _raw(base, b"POST /recommendations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 10000000\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413"), head[:200]
+        # a chunked body (no length) is cut off once it passes the limit
+        body = b"".join(b"%x\r\n%s\r\n" % (500, b" " * 500) for _ in range(10)) + b"0\r\n\r\n"
+        head = _raw(base, b"POST /recommendations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Transfer-Encoding: chunked\r\n\r\n" + body)
+        assert head.startswith(b"HTTP/1.1 413"), head[:200]
+        head = _raw(base, b"GET /users/1/recommendations?k=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+
+
+def test_items_search(client):
+    items = client.get("/items?q=star%20wars").json()["items"]
+    assert items[0]["title"] == "Star Wars (1977)" and items[0]["item_id"] == 50
+    assert items[0]["n_interactions"] > 500 and "Sci-Fi" in items[0]["genres"]
+    assert client.get("/items?q=50").json()["items"][0]["item_id"] == 50
+    assert [i["title"] for i in client.get("/items?q=usual suspects").json()["items"]] == ["Usual Suspects, The (1995)"]
+    many = client.get("/items?q=the&limit=50").json()["items"]
+    assert len(many) == 50
+    assert client.get("/items?q=zzzzqqq").json()["items"] == []
+    assert client.get("/items?q=").status_code == 422 and client.get("/items").status_code == 422
+    assert client.get("/items?q=star&limit=51").status_code == 422
+
+
+# ------------------------------------------------------------------------------------------------ #
+# explanations
+# ------------------------------------------------------------------------------------------------ #
+def test_unsupported_method_is_400_naming_the_supported_ones(client, pop_client):
+    from whyrec.train.recipes import get_recipe
+
+    supported = "supported: " + ", ".join(get_recipe("lightgcn").explain_methods)
+    assert "features" not in supported
+    msg = detail(client.get("/users/1/explanations/50?method=features"), 400)
+    assert "cannot be explained with method features" in msg and supported in msg
+    assert supported in detail(client.get("/users/1/explanations/50?method=bogus"), 400)
+    assert "supported: none" in detail(pop_client.get("/users/1/explanations/50?method=concepts"), 400)
+    assert client.get("/users/1/explanations/50").status_code == 422  # method is required
+
+
+def test_missing_method_module_is_a_clean_501(run, monkeypatch):
+    from whyrec import explain
+
+    monkeypatch.setitem(explain.METHODS, "history", "whyrec.explain._not_written_yet")
+    c = TestClient(create_app(run))
+    assert "not available in this version" in detail(c.get("/users/1/explanations/50?method=history"), 501)
+    assert "history" not in c.get("/health").json()["available_methods"]
+
+
+@pytest.fixture
+def fake_history(monkeypatch):
+    """A stand-in ``history`` explainer: records its calls."""
+    calls = []
+    mod = types.ModuleType("whyrec.explain.history")
+
+    def explain_run(run, user, item, **options):
+        calls.append((user, item, options))
+        if options.get("genre") == "boom":
+            raise RuntimeError("explainer bug")
+        if options.get("genre") == "bad":
+            raise ValueError("bad option for history")
+        return {"method": "history", "user": int(run.user_ids[user]), "item": int(run.item_ids[item]),
+                "score": np.float32(1.5), "attributions": [{"title": "A", "attribution": 1.0}]}
+
+    mod.explain_run, mod.render_text, mod.plot = explain_run, lambda r: "", lambda r, p: None
+    monkeypatch.setitem(sys.modules, "whyrec.explain.history", mod)
+    return calls
+
+
+def test_explanation_dispatches_to_the_method_module(run, fake_history):
+    c = TestClient(create_app(run), raise_server_exceptions=False)
+    assert "history" in c.get("/health").json()["available_methods"]
+    r = c.get("/users/7/explanations/Fargo%20(1996)?method=history&steps=20&top=5&baseline=zero")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body == {"method": "history", "user": 7, "item": 100, "score": 1.5,
+                    "attributions": [{"title": "A", "attribution": 1.0}]}
+    user, item, options = fake_history[0]
+    assert user == run.user_index(7) and item == run.titles().resolve("100")
+    assert options == {"steps": 20, "baseline": "zero", "top": 5, "genre": None, "compare_items": None}
+    assert c.get("/users/7/explanations/100?method=history&steps=20&top=5&baseline=zero").json() == body
+    assert len(fake_history) == 1  # the same pair and options again: from the cache
+    assert "unknown user id" in detail(c.get("/users/100000/explanations/100?method=history"), 404)
+    assert "no item matches" in detail(c.get("/users/7/explanations/qqqqzzzz?method=history"), 404)
+    assert c.get("/users/7/explanations/100?method=history&steps=1").status_code == 422
+    assert c.get("/users/7/explanations/100?method=history&baseline=median").status_code == 422
+    assert "bad option" in detail(c.get("/users/7/explanations/100?method=history&genre=bad"), 400)
+    assert "explainer bug" in detail(c.get("/users/7/explanations/100?method=history&genre=boom"), 500)
+
+
+def test_concepts_explanation_for_real(client):
+    r = client.get("/users/7/explanations/50?method=concepts")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "concepts" and body["user"] == 7 and body["item"] == 50
+    rows = body["genres"]
+    assert rows and {"genre", "sensitivity", "share", "item_genre"} <= set(rows[0])
+    assert any(g["item_genre"] for g in rows)
+
+
+# ------------------------------------------------------------------------------------------------ #
+def test_the_page_and_its_assets(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for ref in ('src="/static/app.js"', 'href="/static/style.css"', 'id="liked-input"', 'id="recs"'):
+        assert ref in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+    js = client.get("/static/app.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    assert "https://" not in js.text.replace("http://www.w3.org/2000/svg", "")
+    assert client.get("/static/style.css").status_code == 200
+    assert client.get("/static/../app.py").status_code == 404
+
+
+def test_serve_command_refuses_a_bad_run_folder(tmp_path):
+    result = runner.invoke(cli, ["serve", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "error: run folder" in result.stderr and "does not exist" in result.stderr
+    assert "--port" in runner.invoke(cli, ["serve", "--help"]).output
+
+
+def test_worker_factory_reads_the_run_from_the_environment(lgcn_dir, monkeypatch):
+    from whyrec.serve.app import app_from_env
+
+    monkeypatch.delenv("WHYREC_SERVE_RUN", raising=False)
+    with pytest.raises(RuntimeError, match="WHYREC_SERVE_RUN"):
+        app_from_env()
+    monkeypatch.setenv("WHYREC_SERVE_RUN", str(lgcn_dir))
+    monkeypatch.setenv("WHYREC_SERVE_MAX_BODY", "20")
+    c = TestClient(app_from_env())
+    assert c.get("/users/1/recommendations?k=2").status_code == 200
+    assert c.post("/recommendations", json={"liked": ["toy story", "star wars"]}).status_code == 413
+
+
+def test_the_service_never_wrote_into_the_run_folder(lgcn_dir, before, client):
+    client.get("/users/1/recommendations")  # after every test above
+    assert snapshot(lgcn_dir) == before

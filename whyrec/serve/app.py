@@ -1,0 +1,600 @@
+"""The FastAPI application of ``whyrec serve``.
+
+:func:`create_app` loads a run folder once (or takes a loaded :class:`~whyrec.run.Run`) and answers
+every request from memory; nothing is ever written into the run folder.
+
+Speed: the final user and item embeddings are computed once at start-up (``U``: ``(n_users, d)``,
+``I^T``: ``(d, n_items)``, both contiguous), so a known user's recommendation is one ``(d,) x
+(d, n_items)`` product, the user's seen items set to ``-inf`` and a ``topk``; the response is
+serialized with orjson when it is installed.  Models without embeddings (``pop``) are scored through
+their own ``score_users``.  Explanations run in a worker thread, one at a time (explainers may use
+autograd on the shared model), and their results are kept in a small LRU cache (a trained model is
+frozen, so an explanation of the same pair with the same options never changes).
+
+Errors: an unknown user or item is a 404 with a message; ``k`` outside 1..500 (and any other
+malformed parameter) a 422; a request body over ``max_body_bytes`` a 413 — checked on the
+``Content-Length`` header and again on the bytes actually streamed, so a chunked body cannot get
+round it; an explanation method the run's model does not support a 400 naming the supported ones;
+a supported method whose module is not part of this version of whyrec a 501.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import numpy as np
+import torch
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from . import MethodUnavailable, UnsupportedMethod, available_methods, explanation_module, supported_methods
+
+try:  # orjson is optional: several times faster than json for the response bodies
+    import orjson
+
+    def dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+    def _default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, default=_default, separators=(",", ":")).encode()
+
+
+STATIC = Path(__file__).parent / "static"
+MAX_K = 500
+DEFAULT_MAX_BODY = 64 * 1024
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def json_response(obj: Any, status_code: int = 200) -> Response:
+    return Response(dumps(obj), status_code=status_code, media_type="application/json")
+
+
+# ----------------------------------------------------------------------------------------------- #
+# request body limit
+# ----------------------------------------------------------------------------------------------- #
+class BodySizeLimit:
+    """ASGI middleware: refuse a request body larger than ``max_bytes`` with 413.
+
+    A declared ``Content-Length`` over the limit is refused before the application runs; a body
+    without one (chunked) or one that lies is counted while it streams, and the application's read
+    fails with a 413 as soon as the count passes the limit.
+    """
+
+    def __init__(self, app, max_bytes: int = DEFAULT_MAX_BODY):
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    def _too_large(self) -> str:
+        return f"request body too large: the limit is {self.max_bytes:,} bytes"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    return await _send_json(send, 400, {"detail": "invalid Content-Length header"})
+                if declared > self.max_bytes:
+                    return await _send_json(send, 413, {"detail": self._too_large()})
+                break
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, self._too_large())
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    data = dumps(body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": data})
+
+
+_USER_RECS = re.compile(r"^/users/([0-9]{1,18})/recommendations$")
+
+
+def _plain_k(query: bytes) -> Optional[int]:
+    """``k`` from a query string that is empty or exactly ``k=N`` with 1 <= N <= 500; else ``None``."""
+    if not query:
+        return 10
+    if query.startswith(b"k=") and 2 < len(query) <= 5 and query[2:].isdigit():
+        k = int(query[2:])
+        if 1 <= k <= MAX_K:
+            return k
+    return None
+
+
+class FastRecommendations:
+    """ASGI fast path for the hottest endpoint, ``GET /users/{id}/recommendations[?k=N]``.
+
+    A well-formed request for a known user is answered here, without FastAPI's routing and
+    validation (a few hundred microseconds per request on this machine); anything else (an unknown
+    user, a malformed or out-of-range ``k``, extra parameters) goes on to the FastAPI route, which
+    computes the same body or answers the error.
+    """
+
+    def __init__(self, app, service: "Service"):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET":
+            m = _USER_RECS.match(scope["path"])
+            if m is not None:
+                k = _plain_k(scope["query_string"])
+                if k is not None:
+                    try:
+                        body = dumps(self.service.recommend_user(m.group(1), k))
+                    except KeyError:
+                        body = None  # the route answers the 404
+                    if body is not None:
+                        await send({"type": "http.response.start", "status": 200,
+                                    "headers": [(b"content-type", b"application/json"),
+                                                (b"content-length", str(len(body)).encode())]})
+                        await send({"type": "http.response.body", "body": body})
+                        return
+        await self.app(scope, receive, send)
+
+
+# ----------------------------------------------------------------------------------------------- #
+# schemas (for the OpenAPI document; responses are serialized directly)
+# ----------------------------------------------------------------------------------------------- #
+class Recommendation(BaseModel):
+    rank: int
+    item_id: int
+    title: str
+    genres: list[str]
+    score: float
+    because: Optional[list[dict]] = Field(
+        None, description="new users only: each liked item's exact share of the score (fold-in decomposition)")
+
+
+class GenreCount(BaseModel):
+    genre: str
+    count: int
+    share: float
+
+
+class UserRecommendations(BaseModel):
+    user: int
+    k: int
+    n_seen: int = Field(description="items the user has interacted with (excluded from the list)")
+    profile: list[GenreCount] = Field(description="genres of the user's seen items")
+    recommendations: list[Recommendation]
+
+
+class NewUserRequest(BaseModel):
+    liked: list[Union[int, str]] = Field(..., min_length=1, max_length=500,
+                                         description="raw item ids or titles (forgivingly matched)")
+    k: int = Field(10, ge=1, le=MAX_K)
+
+
+class NewUserRecommendations(BaseModel):
+    liked: list[str]
+    liked_ids: list[int]
+    k: int
+    profile: list[GenreCount]
+    recommendations: list[Recommendation]
+
+
+class Item(BaseModel):
+    item_id: int
+    title: str
+    genres: list[str]
+    n_interactions: int
+
+
+class Items(BaseModel):
+    query: str
+    items: list[Item]
+
+
+class Health(BaseModel):
+    status: str
+    dataset: str
+    model: str
+    n_users: int
+    n_items: int
+    user_id_range: list[int]
+    example_users: list[int]
+    explain_methods: list[str] = Field(description="methods the run's model supports")
+    available_methods: list[str] = Field(description="supported methods whose module is installed")
+    new_users: bool = Field(description="whether POST /recommendations (fold-in) works for this model")
+
+
+class Error(BaseModel):
+    detail: str
+
+
+def _errors(*codes: int) -> dict:
+    return {c: {"model": Error} for c in codes}
+
+
+# ----------------------------------------------------------------------------------------------- #
+# the service: everything precomputed once
+# ----------------------------------------------------------------------------------------------- #
+class Service:
+    """A loaded run plus what the endpoints need precomputed."""
+
+    def __init__(self, run, explain_cache: int = 512):
+        from ..models.base import Recommender
+
+        self.run = run
+        model = run.model
+        self.n_items = run.n_items
+        seen = run.matrices["seen"].tocsr()
+        self.seen_indptr = seen.indptr.astype(np.int64)
+        self.seen_indices = seen.indices.astype(np.int64)
+        self.seen_t = torch.from_numpy(self.seen_indices)
+        self.item_index = {int(r): i for i, r in enumerate(run.item_ids)}
+        self.popularity = np.diff(seen.tocsc().indptr).astype(np.int64)
+        self.U = self.IT = None
+        if type(model).score_users is Recommender.score_users:  # score = e_u · e_i: precompute both
+            with torch.inference_mode():
+                users, items = model.embeddings()
+                self.U = users.detach().to(torch.float32).clone().contiguous()
+                self.IT = items.detach().to(torch.float32).T.contiguous()
+        self.new_users = hasattr(model, "fold_in")
+        # genres as a multi-hot matrix, for the genre profiles
+        genres = run.item_genres or [[] for _ in range(run.n_items)]
+        self.genre_names = sorted({g for gs in genres for g in (gs or [])})
+        col = {g: j for j, g in enumerate(self.genre_names)}
+        self.genre_mh = np.zeros((run.n_items, max(1, len(self.genre_names))), dtype=np.int32)
+        for i, gs in enumerate(genres):
+            for g in gs or []:
+                self.genre_mh[i, col[g]] = 1
+        self._profiles: dict[int, list] = {}
+        self.item_meta = [(int(run.item_ids[i]), run.titles().label(i), list(genres[i] or []))
+                          for i in range(run.n_items)]
+        # title search
+        from ..data.titles import normalize_title
+
+        self.normalize = normalize_title
+        labels = [run.titles().label(i) for i in range(run.n_items)]
+        self.search_keys = [normalize_title(t) for t in labels]
+        self.by_popularity = np.argsort(-self.popularity, kind="stable")
+        self.explain_lock = threading.Lock()
+        self.cache_lock = threading.Lock()
+        self.explain_cache: OrderedDict = OrderedDict()
+        self.explain_cache_size = int(explain_cache)
+
+    # -- recommendations ---------------------------------------------------------------------- #
+    def profile(self, items: np.ndarray) -> list[dict]:
+        if not self.genre_names or len(items) == 0:
+            return []
+        counts = self.genre_mh[items].sum(0)
+        n = len(items)
+        order = np.argsort(-counts, kind="stable")
+        return [{"genre": self.genre_names[j], "count": int(counts[j]), "share": float(counts[j] / n)}
+                for j in order if counts[j] > 0]
+
+    def user_profile(self, u: int) -> list[dict]:
+        """Genres of user ``u``'s seen items (computed once per user, then kept)."""
+        prof = self._profiles.get(u)
+        if prof is None:
+            prof = self._profiles[u] = self.profile(self.seen_indices[self.seen_indptr[u]:self.seen_indptr[u + 1]])
+        return prof
+
+    def recommend_user(self, raw_user: str, k: int) -> dict:
+        """Same result as :func:`whyrec.recommend.recommend_for_user` (plus the user's genre profile), from
+        the precomputed embeddings: one ``(d,) x (d, n_items)`` product, the seen items masked, a topk."""
+        from ..recommend import recommend_for_user
+
+        run = self.run
+        u = run.user_index(raw_user)
+        lo, hi = self.seen_indptr[u], self.seen_indptr[u + 1]
+        if self.U is None:  # a model without an embedding space: its own scorer
+            out = recommend_for_user(run, raw_user, k)
+        else:
+            with torch.inference_mode():
+                scores = self.U[u] @ self.IT
+                scores.index_fill_(0, self.seen_t[lo:hi], -math.inf)
+                values, indices = torch.topk(scores, min(k, self.n_items))
+            meta = self.item_meta
+            recs = []
+            for rank, (i, v) in enumerate(zip(indices.tolist(), values.tolist()), start=1):
+                if v == -math.inf:
+                    break  # fewer unseen items than k
+                item_id, title, genres = meta[i]
+                recs.append({"rank": rank, "item_id": item_id, "title": title, "genres": genres, "score": v})
+            out = {"user": int(run.user_ids[u]), "k": k, "recommendations": recs}
+        out["n_seen"] = int(hi - lo)
+        out["profile"] = self.user_profile(u)
+        return out
+
+    def recommend_new(self, liked: list, k: int) -> dict:
+        from ..recommend import recommend_for_new_user
+
+        run = self.run
+        out = recommend_for_new_user(run, [str(x) for x in liked], k)
+        items = [self.item_index[r] for r in out["liked_ids"]]
+        out["profile"] = self.profile(np.asarray(items, dtype=np.int64))
+        self._add_because(items, out["recommendations"])
+        return out
+
+    def _add_because(self, liked: list[int], rows: list[dict]) -> None:
+        """Each liked item's exact share of a folded-in user's score.
+
+        With ``e_c = Σ_k α_{k+1} Σ_{j∈L} w_j e_j^(k)`` (:meth:`whyrec.models.LightGCN.fold_in`),
+        ``score(c, r) = Σ_{j∈L} [Σ_k α_{k+1} w_j e_j^(k) · e_r]``: a sum of one term per liked item.
+        Added only where the decomposition reproduces the scores (a LightGCN-type model).
+        """
+        model = self.run.model
+        if not rows or self.IT is None or not all(hasattr(model, a) for a in ("layer_embeddings", "alphas",
+                                                                              "item_degree", "n_layers")):
+            return
+        try:
+            with torch.inference_mode():
+                layers = model.layer_embeddings()
+                liked_t = torch.as_tensor(liked, dtype=torch.long)
+                nodes = liked_t + model.n_users
+                d_i = model.item_degree[liked_t].to(torch.float32) + 1.0
+                w = 1.0 / torch.sqrt(float(len(liked)) * d_i)  # (|L|,)
+                rec_idx = [self.item_index[r["item_id"]] for r in rows]
+                target = self.IT[:, torch.as_tensor(rec_idx)]  # (d, R)
+                contrib = torch.zeros(len(liked), len(rows))
+                for k in range(model.n_layers):
+                    contrib += float(model.alphas[k + 1]) * w.unsqueeze(1) * (layers[k][nodes].float() @ target)
+        except Exception:  # never let the optional decomposition break a recommendation
+            return
+        totals = contrib.sum(0)
+        for r, row in enumerate(rows):
+            if abs(float(totals[r]) - row["score"]) > 1e-3 * (1.0 + abs(row["score"])):
+                return  # not this model's scoring rule: say nothing rather than something wrong
+        for r, row in enumerate(rows):
+            order = torch.argsort(contrib[:, r], descending=True).tolist()
+            row["because"] = [{"item_id": int(self.run.item_ids[liked[j]]),
+                               "title": self.run.titles().label(liked[j]),
+                               "contribution": float(contrib[j, r])} for j in order]
+
+    # -- items -------------------------------------------------------------------------------- #
+    def search(self, q: str, limit: int) -> list[dict]:
+        run = self.run
+        hits: list[tuple[int, int]] = []  # (class, index)
+        q = q.strip()
+        if q.isdigit():
+            try:
+                hits.append((0, run.titles().resolve(q)))
+            except KeyError:
+                pass
+        n = self.normalize(q)
+        if n:
+            words_prefix = " " + n
+            for i in self.by_popularity:
+                key = self.search_keys[i]
+                if key.startswith(n):
+                    hits.append((1, int(i)))
+                elif words_prefix in " " + key:
+                    hits.append((2, int(i)))
+        seen, out = set(), []
+        for _, i in sorted(hits, key=lambda h: h[0]):  # stable: popularity order within a class
+            if i in seen:
+                continue
+            seen.add(i)
+            out.append({"item_id": int(run.item_ids[i]), "title": run.titles().label(i),
+                        "genres": run.item_genres[i] if run.item_genres else [],
+                        "n_interactions": int(self.popularity[i])})
+            if len(out) >= limit:
+                break
+        return out
+
+    # -- explanations ------------------------------------------------------------------------- #
+    def explain(self, method: str, raw_user: str, raw_item: str, options: dict) -> dict:
+        run = self.run
+        module = explanation_module(run, method, option="method")
+        u = run.user_index(raw_user)
+        i = run.titles().resolve(raw_item)
+        key = (method, u, i, tuple(sorted(options.items())))
+        body = self._cached(key)
+        if body is not None:
+            return body
+        with self.explain_lock:  # one explanation at a time; a concurrent twin finds it cached
+            body = self._cached(key)
+            if body is None:
+                body = dumps(module.explain_run(run, u, i, compare_items=None, **options))
+                if self.explain_cache_size > 0:
+                    with self.cache_lock:
+                        self.explain_cache[key] = body
+                        while len(self.explain_cache) > self.explain_cache_size:
+                            self.explain_cache.popitem(last=False)
+        return body
+
+    def _cached(self, key) -> Optional[bytes]:
+        with self.cache_lock:
+            body = self.explain_cache.get(key)
+            if body is not None:
+                self.explain_cache.move_to_end(key)
+            return body
+
+
+def _message(err: Exception) -> str:
+    return err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+
+
+# ----------------------------------------------------------------------------------------------- #
+# the application
+# ----------------------------------------------------------------------------------------------- #
+def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: int = 512,
+               fast_path: bool = True) -> FastAPI:
+    """The ASGI app serving ``run`` (a run folder path or a loaded :class:`~whyrec.run.Run`).
+
+    ``max_body_bytes``: the largest accepted request body (413 beyond); ``explain_cache``: how many
+    explanation results are kept in memory (0: none); ``fast_path``: answer well-formed
+    ``GET /users/{id}/recommendations`` requests in an ASGI layer in front of FastAPI (same bodies).
+    """
+    if isinstance(run, (str, Path)):
+        from ..run import load_run
+
+        run = load_run(run)
+    service = Service(run, explain_cache=explain_cache)
+    app = FastAPI(
+        title="whyrec",
+        version="0.1.0",
+        summary=f"Recommendations and explanations from one {run.config['model']} run on {run.config['dataset']}",
+        docs_url=None, redoc_url=None,  # Swagger UI / ReDoc load from a CDN; the page must work offline
+    )
+    app.state.service = service
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if fast_path:
+        app.add_middleware(FastRecommendations, service=service)
+    page = {name: (STATIC / name).read_bytes() for name in ("index.html", "app.js", "style.css")}
+    page_types = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+                  "style.css": "text/css; charset=utf-8"}
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, err: Exception):  # a bug answers JSON, not a dropped socket
+        return json_response({"detail": f"internal error: {type(err).__name__}: {err}"}, 500)
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    async def health():
+        """Liveness, and what this run can do."""
+        ids = run.user_ids
+        return json_response({
+            "status": "ok", "dataset": run.config["dataset"], "model": run.config["model"],
+            "n_users": run.n_users, "n_items": run.n_items,
+            "user_id_range": [int(ids.min()), int(ids.max())], "example_users": [int(x) for x in ids[:5]],
+            "explain_methods": list(supported_methods(run)), "available_methods": list(available_methods(run)),
+            "new_users": service.new_users,
+        })
+
+    @app.get("/users/{raw_id}/recommendations", response_model=UserRecommendations,
+             responses=_errors(404), tags=["recommend"])
+    async def user_recommendations(raw_id: str, k: int = Query(10, ge=1, le=MAX_K)):
+        """Top-k items a known user has not interacted with (any rating), with titles, genres and scores."""
+        try:
+            return json_response(service.recommend_user(raw_id, k))
+        except KeyError as err:
+            raise HTTPException(404, _message(err)) from None
+
+    @app.post("/recommendations", response_model=NewUserRecommendations,
+              responses=_errors(400, 404, 413), tags=["recommend"])
+    async def new_user_recommendations(body: NewUserRequest):
+        """A new user folded into the trained model from the items they like (no retraining)."""
+        try:
+            return json_response(service.recommend_new(body.liked, body.k))
+        except KeyError as err:
+            raise HTTPException(404, _message(err)) from None
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
+
+    @app.get("/users/{raw_id}/explanations/{raw_item_id}", responses=_errors(400, 404, 501),
+             tags=["explain"])
+    async def explanation(
+        raw_id: str, raw_item_id: str,
+        method: str = Query(..., description="history, features, concepts or intrinsic (see /health)"),
+        steps: int = Query(50, ge=2, le=1000, description="Integrated-gradients steps"),
+        baseline: Literal["mean", "zero"] = Query("mean", description="Integrated-gradients baseline"),
+        top: int = Query(10, ge=1, le=100, description="how many attributions to list"),
+        genre: Optional[str] = Query(None, max_length=500, description="genres to restrict to (comma-separated)"),
+    ) -> Response:
+        """Why the run's model recommends ``raw_item_id`` to ``raw_id``, as JSON ready to draw (the method
+        module's own result)."""
+        options = {"steps": steps, "baseline": baseline, "top": top, "genre": genre}
+        try:
+            body = await run_in_threadpool(service.explain, method, raw_id, raw_item_id, options)
+        except UnsupportedMethod as err:
+            raise HTTPException(400, str(err)) from None
+        except MethodUnavailable as err:
+            raise HTTPException(501, str(err)) from None
+        except KeyError as err:
+            raise HTTPException(404, _message(err)) from None
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
+        return Response(body, media_type="application/json")
+
+    @app.get("/items", response_model=Items, tags=["items"])
+    async def items(q: str = Query(..., min_length=1, max_length=200, description="part of a title, or an id"),
+                    limit: int = Query(10, ge=1, le=50)):
+        """Title search for the page's autocomplete: prefix matches first, then word matches, most
+        interacted-with first."""
+        return json_response({"query": q, "items": service.search(q, limit)})
+
+    def static(name: str):
+        async def serve_file():
+            return Response(page[name], media_type=page_types[name], headers=SECURITY_HEADERS)
+
+        return serve_file
+
+    app.get("/", include_in_schema=False, response_class=HTMLResponse)(static("index.html"))
+    app.get("/static/app.js", include_in_schema=False)(static("app.js"))
+    app.get("/static/style.css", include_in_schema=False)(static("style.css"))
+    return app
+
+
+RUN_ENV = "WHYREC_SERVE_RUN"
+MAX_BODY_ENV = "WHYREC_SERVE_MAX_BODY"
+
+
+def app_from_env() -> FastAPI:
+    """App factory for uvicorn worker processes (``whyrec serve --workers N``): the run folder and the
+    body limit come from ``$WHYREC_SERVE_RUN`` and ``$WHYREC_SERVE_MAX_BODY``."""
+    import os
+
+    if not os.environ.get(RUN_ENV):
+        raise RuntimeError(f"${RUN_ENV} is not set")
+    return create_app(os.environ[RUN_ENV], max_body_bytes=int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)))
+
+
+@contextmanager
+def running_server(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0, **uvicorn_options):
+    """Run ``app`` with uvicorn in a background thread; yields its base URL (``port=0``: a free port).
+
+    For tests and benchmarks: the server stops (and the thread ends) when the ``with`` block exits.
+    """
+    import time
+
+    import uvicorn
+
+    options = {"log_level": "warning", "access_log": False, "lifespan": "off", **uvicorn_options}
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+    thread = threading.Thread(target=server.run, name="whyrec-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"uvicorn did not start on {host}:{port}")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+
+
+__all__ = ["BodySizeLimit", "FastRecommendations", "Service", "app_from_env", "create_app", "running_server"]
