@@ -28,17 +28,11 @@ def explain(
     figure: Optional[Path] = typer.Option(None, "--figure", help="Write a figure (PNG/SVG/PDF) here."),
 ) -> None:
     """Explain one recommendation (or one user's tastes, for --method concepts)."""
-    from ..explain import explainer
+    from ..explain import explanation_module
     from ..run import load_run
-    from ..train.recipes import get_recipe
 
     run = load_run(run_dir)
-    supported = get_recipe(run.config["model"]).explain_methods
-    if method not in supported:
-        names = ", ".join(supported) if supported else "none"
-        raise ValueError(f"a {run.config['model']} run cannot be explained with --method {method}; "
-                         f"supported: {names}")
-    module = explainer(method)
+    module = explanation_module(run, method, option="--method")
     u = run.user_index(user)
     i = run.titles().resolve(item) if item is not None else None
     compare = [run.titles().resolve(c) for c in compare_items] if compare_items else None

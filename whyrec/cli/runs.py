@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 
 from ..data import load_dataset
@@ -91,6 +92,7 @@ def train(
                    "stopping (use --valid-ratio or --eval-on-test)", err=True)
     extras = recipe.extras(data, the_split.train) if recipe.extras else {}
     inputs = ModelInputs(data.n_users, data.n_items, train_m, extras)
+    torch.manual_seed(seed)  # the initial weights too are a function of --seed
     net = recipe.build(inputs, model_config)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, reg=reg, seed=seed, eval_every=eval_every,
                          patience=patience or None, device=device, num_threads=threads)

@@ -35,4 +35,54 @@ def explainer(method: str):
         raise
 
 
-__all__ = ["METHODS", "explainer"]
+class UnsupportedMethod(ValueError):
+    """The run's model does not support this explanation method (``.supported`` lists those it does)."""
+
+    def __init__(self, message: str, supported: tuple[str, ...]):
+        super().__init__(message)
+        self.supported = tuple(supported)
+
+
+class MethodUnavailable(ValueError):
+    """The method is supported by the model but its module is missing from this installation."""
+
+
+def supported_methods(run) -> tuple[str, ...]:
+    """The explanation methods the run's model supports, in its recipe's order."""
+    from ..train.recipes import get_recipe
+
+    return tuple(get_recipe(run.config["model"]).explain_methods)
+
+
+def explanation_module(run, method: str, *, option: str = "method"):
+    """The module implementing ``method`` for ``run``.
+
+    Raises :class:`UnsupportedMethod` when the run's model does not support ``method`` (the message
+    names the supported ones; ``option`` is how the caller spells the parameter, ``--method`` for
+    the CLI) and :class:`MethodUnavailable` when the method's module does not exist yet.
+    """
+    supported = supported_methods(run)
+    if method not in supported:
+        names = ", ".join(supported) if supported else "none"
+        raise UnsupportedMethod(f"a {run.config['model']} run cannot be explained with {option} {method}; "
+                                f"supported: {names}", supported)
+    try:
+        return explainer(method)
+    except ValueError as err:
+        raise MethodUnavailable(str(err)) from None
+
+
+def available_methods(run) -> tuple[str, ...]:
+    """The supported methods whose module imports (the ones an explanation request can answer now)."""
+    out = []
+    for m in supported_methods(run):
+        try:
+            explanation_module(run, m)
+        except ValueError:
+            continue
+        out.append(m)
+    return tuple(out)
+
+
+__all__ = ["METHODS", "MethodUnavailable", "UnsupportedMethod", "available_methods", "explainer",
+           "explanation_module", "supported_methods"]
