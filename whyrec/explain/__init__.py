@@ -20,6 +20,7 @@ METHODS: dict[str, str] = {
     "history": "whyrec.explain.history",     # Integrated Gradients over the user's graph edges
     "concepts": "whyrec.explain.concepts",   # concept activation vectors for genres (seed 004)
     "intrinsic": "whyrec.explain.intrinsic", # the disentangled model's own importances (seed 002)
+    "paths": "whyrec.explain.paths",         # post-hoc path weights to the item (stands in for SEP)
 }
 
 

@@ -1,0 +1,62 @@
+"""``whyrec faithfulness``: does removing what an explanation names hurt the recommendations?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import app, friendly
+
+
+def _parse_counts(text: str) -> list[int]:
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"--remove expects positive integers separated by commas, got {part!r}")
+        out.append(int(part))
+    if not out:
+        raise ValueError("--remove needs at least one count, e.g. --remove 1,2,5,10")
+    return out
+
+
+@app.command()
+@friendly
+def faithfulness(
+    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train`."),
+    method: str = typer.Option(..., "--method", help="intrinsic, random, paths or history."),
+    remove: str = typer.Option("1,2,5,10", "--remove", help="History items removed per user, e.g. 1,2,5,10."),
+    runs: int = typer.Option(5, "--runs", help="Repetitions (random draws; deterministic methods repeat exactly)."),
+    seed: int = typer.Option(2020, help="Seed of the first run."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Write the shift-vs-removed plot here."),
+    progress: bool = typer.Option(False, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Remove each test user's m most important history items (by --method), re-score without
+    retraining, report shift = (recall − recall′)/recall at Recall@10 (seed 002, Figure 5)."""
+    from ..explain.faithfulness import evaluate_faithfulness, importance_function, plot, render_text
+    from ..run import load_run
+
+    counts = _parse_counts(remove)
+    if runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {runs}")
+    importance_function(method)  # unknown / unavailable method: fail before loading anything
+    run = load_run(run_dir)
+    result = evaluate_faithfulness(run, method, counts, runs=runs, seed=seed, progress=progress)
+    if figure is not None:
+        if figure.exists() and figure.is_dir():
+            raise ValueError(f"--figure {figure} is a folder; give a file name such as faithfulness.png")
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        plot(result, figure)
+        result["figure"] = str(figure)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(render_text(result))
+        if figure is not None:
+            typer.echo(f"figure: {figure}")
