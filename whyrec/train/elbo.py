@@ -34,16 +34,15 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from dataclasses import asdict
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
 import torch
 
-from .loop import History, TrainConfig, _adam, _default_evaluate, _run_eval, resolve_device
+from .loop import History, TrainConfig, _adam, run_epochs
 
-__all__ = ["fit_elbo", "elbo_step_loss", "write_elbo_curves", "EVAL_KS", "MONITOR"]
+__all__ = ["fit_elbo", "elbo_step_loss", "EVAL_KS", "MONITOR"]
 
 EVAL_KS = (2, 10, 50, 100)
 MONITOR = "ndcg@100"
@@ -114,127 +113,41 @@ def fit_elbo(model, train_csr, valid_csr=None, config: Optional[TrainConfig] = N
     eval_every = int(eval_every if eval_every is not None else mc.eval_every)
     if epochs < 1 or bs < 1 or lr <= 0:
         raise ValueError(f"epochs, batch size and learning rate must be positive (got {epochs}, {bs}, {lr})")
-    ks = EVAL_KS
-    hist = History(monitor=MONITOR, config={**asdict(config), "epochs": epochs, "lr": lr, "batch_size": bs,
-                                            "reg": l2, "eval_every": eval_every, "ks": list(ks),
-                                            "monitor": MONITOR, "beta": mc.beta,
-                                            "anneal_epochs": mc.anneal_epochs, "objective": "elbo"})
     if tuple(train_csr.shape) != (model.n_users, model.n_items):
         raise ValueError(f"train has shape {train_csr.shape}, model is {(model.n_users, model.n_items)}")
     model.set_history(train_csr)
-    evaluate = _default_evaluate(config.eval_batch_size)
-    old_threads = torch.get_num_threads()
-    if config.num_threads:
-        torch.set_num_threads(int(config.num_threads))
-    t_start = time.perf_counter()
-    try:
-        device = resolve_device(config.device)
-        model.to(device)
-        model.set_history(train_csr)
-        torch.manual_seed(config.seed)
-        rng = np.random.default_rng(config.seed)
-        active = np.flatnonzero(np.diff(model.history.indptr) > 0)
-        if len(active) == 0:
-            raise ValueError("no user has a training interaction")
-        opt = _adam(model.parameters(), lr, device)
-        n_steps = max(1, math.ceil(len(active) / bs))
-        best_state, bad, last = None, 0, {}
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+    active = np.flatnonzero(np.diff(model.history.indptr) > 0)
+    if len(active) == 0:
+        raise ValueError("no user has a training interaction")
+    run_config = replace(config, epochs=epochs, lr=lr, batch_size=bs, reg=l2, eval_every=eval_every,
+                         ks=EVAL_KS, monitor=MONITOR)
+    rng = np.random.default_rng(config.seed)
+    n_steps = max(1, math.ceil(len(active) / bs))
+    state: dict = {}
 
-            bar = tqdm(total=epochs, desc=f"train {type(model).__name__} (ELBO)", unit="epoch")
-        for epoch in range(1, epochs + 1):
-            model.train()
-            t0 = time.perf_counter()
-            perm = rng.permutation(active)
-            sums = {"loss": 0.0, "nll": 0.0, "kl": 0.0, "l2": 0.0}
-            for s in range(n_steps):
-                users = torch.from_numpy(perm[s * bs:(s + 1) * bs]).to(device)
-                frac = (epoch - 1 + s / n_steps) / mc.anneal_epochs if mc.anneal_epochs > 0 else 1.0
-                beta = mc.beta * min(1.0, frac)
-                terms = elbo_step_loss(model, users, beta, l2)
-                opt.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                opt.step()
-                for k in sums:
-                    sums[k] += float(terms[k].detach())
-            row = {"epoch": epoch, **{k: v / n_steps for k, v in sums.items()}, "beta": beta,
-                   "seconds": time.perf_counter() - t0}
-            if not math.isfinite(row["loss"]):
-                raise FloatingPointError(f"loss is {row['loss']} at epoch {epoch}")
-            model.invalidate_cache()
-            stop = False
-            if valid_csr is not None and valid_csr.nnz and (epoch % max(1, eval_every) == 0 or epoch == epochs):
-                m = _run_eval(model, evaluate, train_csr, valid_csr, ks)
-                last = m
-                row.update(m)
-                hist.evals.append((epoch, m))
-                score = m[MONITOR]
-                if hist.best_score is None or score > hist.best_score:
-                    hist.best_epoch, hist.best_score, hist.best_metrics = epoch, score, m
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    bad = 0
-                else:
-                    bad += 1
-                    if config.patience is not None and bad >= config.patience:
-                        stop = True
-            hist.epochs.append(row)
-            if bar is not None:
-                post = {"loss": f"{row['loss']:.3f}"}
-                if MONITOR in last:
-                    post[MONITOR] = f"{last[MONITOR]:.4f}"
-                bar.set_postfix(post)
-                bar.update(1)
-            if stop:
-                hist.stopped_early = True
-                break
-        if bar is not None:
-            bar.close()
-        if best_state is not None:
-            model.load_state_dict(best_state)
+    def setup(device: torch.device) -> None:
+        model.set_history(train_csr)  # on the model's device
+        state["device"], state["opt"] = device, _adam(model.parameters(), lr, device)
+
+    def elbo_epoch(epoch: int) -> dict:
+        device, opt = state["device"], state["opt"]
+        perm = rng.permutation(active)
+        sums = {"loss": 0.0, "nll": 0.0, "kl": 0.0, "l2": 0.0}
+        beta = mc.beta
+        for s in range(n_steps):
+            users = torch.from_numpy(perm[s * bs:(s + 1) * bs]).to(device)
+            frac = (epoch - 1 + s / n_steps) / mc.anneal_epochs if mc.anneal_epochs > 0 else 1.0
+            beta = mc.beta * min(1.0, frac)
+            terms = elbo_step_loss(model, users, beta, l2)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            for k in sums:
+                sums[k] += float(terms[k].detach())
         model.invalidate_cache()
-        model.eval()
-    finally:
-        if config.num_threads:
-            torch.set_num_threads(old_threads)
-        hist.seconds = time.perf_counter() - t_start
-        if out_dir is not None and hist.epochs:
-            write_elbo_curves(hist, out_dir)
+        return {**{k: v / n_steps for k, v in sums.items()}, "beta": beta}
+
+    valid = valid_csr if valid_csr is not None and valid_csr.nnz else None
+    hist = run_epochs(model, elbo_epoch, train_csr, valid, run_config, out_dir, progress, setup=setup)
+    hist.config.update({"beta": mc.beta, "anneal_epochs": mc.anneal_epochs, "objective": "elbo"})
     return hist
-
-
-def write_elbo_curves(hist: History, out_dir: str | os.PathLike) -> tuple[str, str]:
-    """``curves.csv`` (one row per epoch) and ``curves.png`` (negative ELBO terms and
-    validation metrics vs epoch), like :func:`whyrec.train.loop.write_curves`."""
-    os.makedirs(out_dir, exist_ok=True)
-    df = hist.to_frame()
-    csv_path = os.path.join(out_dir, "curves.csv")
-    df.to_csv(csv_path, index=False)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4))
-    FigureCanvasAgg(fig)
-    ax1 = fig.add_subplot(1, 2, 1)
-    for c, lab in (("loss", "−ELBO/user (β-weighted)"), ("nll", "reconstruction NLL"), ("kl", "KL (unweighted)")):
-        if c in df:
-            ax1.plot(df["epoch"], df[c], label=lab)
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("training objective per user")
-    ax1.legend()
-    ax2 = fig.add_subplot(1, 2, 2)
-    cols = [c for c in df.columns if "@" in c and c.split("@")[0] in ("recall", "ndcg")]
-    for c in cols:
-        d = df[["epoch", c]].dropna()
-        ax2.plot(d["epoch"], d[c], marker="o", label=c)
-    if hist.best_epoch:
-        ax2.axvline(hist.best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {hist.best_epoch})")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("validation")
-    if cols:
-        ax2.legend(fontsize=7)
-    fig.tight_layout()
-    png_path = os.path.join(out_dir, "curves.png")
-    fig.savefig(png_path, dpi=100)
-    return csv_path, png_path

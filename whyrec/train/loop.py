@@ -309,7 +309,7 @@ def write_curves(hist: History, out_dir: str | os.PathLike) -> tuple[str, str]:
     FigureCanvasAgg(fig)
     ax1 = fig.add_subplot(1, 2, 1)
     ax1.plot(df["epoch"], df["loss"], label="loss")
-    for part in ("bpr", "bce", "recon", "kl", "align"):  # the loss's parts, whichever the trainer logs
+    for part in ("bpr", "bce", "nll", "kl", "align"):  # the loss's parts, whichever the trainer logs
         if part in df.columns:
             ax1.plot(df["epoch"], df[part], label=part.upper() if part in ("bpr", "bce", "kl") else part, alpha=0.7)
     ax1.set_xlabel("epoch")
