@@ -7,10 +7,6 @@ with status 1 (no traceback).
 from __future__ import annotations
 
 import functools
-import json
-import sys
-from pathlib import Path
-from typing import Optional
 
 import typer
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import LongTensor, Tensor
+from torch import Tensor
 
 from .base import Recommender
 

@@ -11,7 +11,6 @@ import json
 import os
 from typing import Optional
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 

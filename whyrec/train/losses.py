@@ -12,7 +12,6 @@ Frobenius norms), as in LightGCN-PyTorch's ``bpr_loss``/``stageOne``.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
