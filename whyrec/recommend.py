@@ -33,6 +33,13 @@ def recommend_for_user(run: Run, raw_user: str | int, k: int = 10) -> dict:
     return {"user": int(run.user_ids[u]), "k": k, "recommendations": _rows(run, items[0], scores[0])}
 
 
+def top_item(run: Run, user_idx: int) -> int:
+    """Index of what ``whyrec recommend`` lists first for a user (every rated item masked)."""
+    with torch.no_grad():
+        items, _ = top_k_items(run.model.score_users, run.matrices["seen"], 1, [int(user_idx)])
+    return int(items[0, 0])
+
+
 def resolve_items(run: Run, liked: list[str]) -> list[int]:
     """Item indices of ``liked`` (titles or raw ids), in order, without duplicates."""
     index = run.titles()

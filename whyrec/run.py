@@ -17,7 +17,6 @@ A run folder holds
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .data.dataset import InteractionData
+from .data.download import file_hash
 from .data.errors import WhyrecError
 from .data.splits import Split
 
@@ -38,11 +38,7 @@ class RunError(WhyrecError):
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_hash(path, "sha256")
 
 
 def prepare_run_dir(out: Path, overwrite: bool) -> Path:

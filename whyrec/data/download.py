@@ -88,12 +88,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("WHYREC_CACHE", Path.home() / ".cache" / "whyrec"))
 
 
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
+def file_hash(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    return file_hash(path, "md5")
 
 
 def verify(folder: Path, source: Source) -> None:

@@ -209,16 +209,13 @@ def feature_ig(run_or_model, **kwargs) -> FeatureIG:
 
 
 def _title(run, i: int) -> str:
-    return str(run.item_titles[i]) if run.item_titles else f"item {int(run.item_ids[i])}"
+    return run.titles().label(int(i))
 
 
 def _top_item(run, user_idx: int) -> int:
-    from ..evaluate import top_k_items
+    from ..recommend import top_item
 
-    # what `whyrec recommend` lists first: every rated item (any rating) is masked
-    mask = run.matrices.get("seen", run.matrices["train"])
-    items, _ = top_k_items(run.model.score_users, mask, 1, [int(user_idx)])
-    return int(items[0, 0])
+    return top_item(run, user_idx)
 
 
 def _match_group(ig: FeatureIG, genre: str) -> str:
