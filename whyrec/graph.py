@@ -397,3 +397,27 @@ def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
         with torch.no_grad():
             out = LightGCNRowsPropagation.forward(_NoCtx(), adj, emb0, uniq, a)
     return out[inv]
+
+
+def scores_with_histories(emb0: Tensor, train, n_layers: int, alphas, users, histories) -> Tensor:
+    """Re-score users after changing their history, without retraining.
+
+    For each ``users[r]`` the user's row of the ``(n_users, n_items)`` training matrix is
+    replaced by ``histories[r]`` (one user at a time), Â is re-normalized and the layer-0
+    embeddings ``emb0`` ``(n_users + n_items, d)`` are propagated again.  Returns the
+    ``(len(users), n_items)`` scores of every item (on the CPU).
+    """
+    n_users = train.shape[0]
+    histories = sp.csr_matrix(histories)
+    out = torch.empty(len(users), train.shape[1], dtype=emb0.dtype)
+    lil = sp.csr_matrix(train, dtype=np.float32).tolil(copy=True)
+    for r, u in enumerate(np.asarray(users).reshape(-1)):
+        original = lil.rows[u][:], lil.data[u][:]
+        lil.rows[u] = list(histories[r].indices)
+        lil.data[u] = [1.0] * histories[r].nnz
+        adj = normalized_adjacency(lil.tocsr(), device=emb0.device)
+        with torch.no_grad():
+            e = propagate_final(adj, emb0, n_layers, alphas)
+        out[r] = (e[int(u)] @ e[n_users:].T).cpu()
+        lil.rows[u], lil.data[u] = original
+    return out

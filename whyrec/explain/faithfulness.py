@@ -90,21 +90,10 @@ def importance_function(method: str) -> Optional[Callable]:
 
 
 def _lightgcn_rescore(model, train: sp.csr_matrix, users: np.ndarray, histories: sp.csr_matrix) -> torch.Tensor:
-    from ..graph import normalized_adjacency, propagate_final
+    from ..graph import scores_with_histories
 
     emb0 = torch.cat([model.user_emb.weight, model.item_emb.weight], 0).detach()
-    out = torch.empty(len(users), model.n_items)
-    lil = sp.csr_matrix(train, dtype=np.float32).tolil(copy=True)
-    for r, u in enumerate(users):
-        original = lil.rows[u][:], lil.data[u][:]
-        lil.rows[u] = list(histories[r].indices)
-        lil.data[u] = [1.0] * histories[r].nnz
-        adj = normalized_adjacency(lil.tocsr(), device=emb0.device)
-        with torch.no_grad():
-            e = propagate_final(adj, emb0, model.n_layers, model.alphas)
-        out[r] = e[int(u)] @ e[model.n_users:].T
-        lil.rows[u], lil.data[u] = original
-    return out
+    return scores_with_histories(emb0, train, model.n_layers, model.alphas, users, histories)
 
 
 def rescore(run, users: np.ndarray, histories: sp.csr_matrix) -> torch.Tensor:

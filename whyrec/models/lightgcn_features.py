@@ -44,7 +44,7 @@ import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor, nn
 
-from ..graph import normalized_adjacency, propagate_final
+from ..graph import propagate_final, scores_with_histories
 from .lightgcn import LightGCN, LightGCNConfig
 
 __all__ = ["LightGCNFeaturesConfig", "LightGCNFeatures", "parse_features"]
@@ -206,18 +206,7 @@ class LightGCNFeatures(LightGCN):
         histories = sp.csr_matrix(histories)
         with torch.no_grad():
             emb0 = self._emb0().detach()
-        out = torch.empty(len(users), self.n_items, dtype=emb0.dtype)
-        lil = self._train_csr.tolil(copy=True)
-        for r, u in enumerate(users):
-            original = lil.rows[u][:], lil.data[u][:]
-            lil.rows[u] = list(histories[r].indices)
-            lil.data[u] = [1.0] * histories[r].nnz
-            adj = normalized_adjacency(lil.tocsr(), device=emb0.device)
-            with torch.no_grad():
-                e = propagate_final(adj, emb0, self.n_layers, self.alphas)
-            out[r] = (e[int(u)] @ e[self.n_users:].T).cpu()
-            lil.rows[u], lil.data[u] = original
-        return out
+        return scores_with_histories(emb0, self._train_csr, self.n_layers, self.alphas, users, histories)
 
     def extra_repr(self) -> str:
         feats = ",".join(s for s, on in (("user", self.use_user), ("item", self.use_item)) if on) or "none"
