@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .data.dataset import InteractionData
+from .data.dataset import InteractionData, binary_matrix
 from .data.download import file_hash
 from .data.errors import WhyrecError
 from .data.splits import Split
@@ -205,10 +205,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         ratings = sp.csr_matrix((z["seen_ratings"], (z["seen_users"], z["seen_items"])), shape=(n_users, n_items))
         for part in ("train", "valid", "test", "seen"):
             u, i = z[f"{part}_users"], z[f"{part}_items"]
-            m = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(n_users, n_items))
-            m.sum_duplicates()
-            m.data[:] = 1.0
-            matrices[part] = m
+            matrices[part] = binary_matrix(u, i, (n_users, n_items))
     extras = {}
     if (path / "extras.npz").is_file():
         with np.load(path / "extras.npz", allow_pickle=False) as z:

@@ -16,6 +16,14 @@ import scipy.sparse as sp
 from .errors import DataError
 
 
+def binary_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """Binary ``shape`` CSR matrix with a 1 at every ``(users[k], items[k])`` (duplicates count once)."""
+    m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=shape)
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
 @dataclass
 class FeatureMatrix:
     """A dense feature matrix with named columns.
@@ -160,12 +168,7 @@ class InteractionData:
         """Binary ``(n_users, n_items)`` CSR matrix of the selected interactions."""
         u = self.users if index is None else self.users[index]
         i = self.items if index is None else self.items[index]
-        m = sp.csr_matrix(
-            (np.ones(len(u), dtype=np.float32), (u, i)), shape=(self.n_users, self.n_items)
-        )
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        return m
+        return binary_matrix(u, i, (self.n_users, self.n_items))
 
     def summary(self, min_rating: float | None = 4.0) -> dict:
         """Counts for ``whyrec data info``."""
