@@ -64,6 +64,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2020)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default=None,
+                    help="learning-rate schedule over --epochs (default: the preset's)")
+    ap.add_argument("--lr-min", type=float, default=None, help="final learning rate of --schedule cosine")
     ap.add_argument("--tag", default=None, help="name of the result files (default: the preset)")
     args = ap.parse_args()
     preset = dict(PRESETS[args.preset])
@@ -71,6 +74,10 @@ def main() -> None:
         preset["lr"] = args.lr
     if args.batch_size:
         preset["batch_size"] = args.batch_size
+    if args.schedule:
+        preset["lr_schedule"] = args.schedule
+    if args.lr_min is not None:
+        preset["lr_min"] = args.lr_min
     tag = args.tag or args.preset
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -297,3 +297,36 @@ def test_cli_explain_concepts(mf_run, tmp_path):
                                    "--item", "50", "--top", "5"])
     assert res.exit_code == 0, res.output
     assert "sensitivity" in res.stdout and res.stdout.count("\n") >= 7
+
+
+def test_explanations_reuse_one_cav_fit_per_run_and_refit_when_weights_change(mf_run, monkeypatch):
+    """The service explains many users: the G logistic regressions run once per run and genre
+    selection, give the same numbers as a fresh fit, and are redone after the weights change."""
+    import torch
+
+    from whyrec.explain import concepts
+    from whyrec.run import load_run
+
+    fits = []
+    real_fit = concepts.ConceptActivationVectors.fit
+
+    def counting_fit(self, *args, **kwargs):
+        fits.append(1)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(concepts.ConceptActivationVectors, "fit", counting_fit)
+    run = load_run(mf_run)
+    a = concepts.explain_run(run, 0, None)
+    b = concepts.explain_run(run, 5, 10)
+    assert len(fits) == 1
+    fresh = load_run(mf_run)
+    assert concepts.explain_run(fresh, 5, 10) == b and len(fits) == 2
+    concepts.explain_run(run, 0, None, genre="Comedy,Horror")  # another selection: its own fit
+    assert len(fits) == 3
+    with torch.no_grad():
+        run.model.user_emb.weight.mul_(2.0)  # CAVs (item side) unchanged, every sensitivity doubles
+    doubled = concepts.explain_run(run, 0, None)
+    assert len(fits) == 4
+    s_a = {g["genre"]: g["sensitivity"] for g in a["genres"]}
+    s_d = {g["genre"]: g["sensitivity"] for g in doubled["genres"]}
+    assert s_d == pytest.approx({g: 2 * v for g, v in s_a.items()}, rel=1e-9, abs=1e-12)

@@ -292,7 +292,8 @@ def test_explanation_dispatches_to_the_method_module(run, fake_history):
     assert len(fake_history) == 1  # the same pair and options again: from the cache
     assert "unknown user id" in detail(c.get("/users/100000/explanations/100?method=history"), 404)
     assert "no item matches" in detail(c.get("/users/7/explanations/qqqqzzzz?method=history"), 404)
-    assert c.get("/users/7/explanations/100?method=history&steps=1").status_code == 422
+    assert c.get("/users/7/explanations/100?method=history&steps=0").status_code == 422
+    assert c.get("/users/7/explanations/100?method=history&steps=1001").status_code == 422
     assert c.get("/users/7/explanations/100?method=history&baseline=median").status_code == 422
     assert "bad option" in detail(c.get("/users/7/explanations/100?method=history&genre=bad"), 400)
     assert "explainer bug" in detail(c.get("/users/7/explanations/100?method=history&genre=boom"), 500)

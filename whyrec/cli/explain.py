@@ -18,7 +18,10 @@ def explain(
     user: str = typer.Option(..., "--user", "-u", help="Raw user id."),
     item: Optional[str] = typer.Option(None, "--item", "-i", help="Raw item id or title (forgivingly matched)."),
     method: str = typer.Option(..., "--method", help="features, history, concepts or intrinsic."),
-    steps: int = typer.Option(50, min=1, max=10_000, help="Integrated-gradients interpolation steps."),
+    steps: Optional[int] = typer.Option(
+        None, min=1, max=10_000,
+        help="Integrated-gradients interpolation steps (default: the method's own; both IG methods are exact "
+             "with their default)."),
     baseline: str = typer.Option("mean", help="Integrated-gradients baseline: mean or zero."),
     top: int = typer.Option(10, min=1, help="How many attributions to list."),
     compare_items: Optional[list[str]] = typer.Option(

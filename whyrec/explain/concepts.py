@@ -569,6 +569,56 @@ def analyze_run(run, genres: Optional[Sequence[str]] = None, min_ratings: int = 
 # --------------------------------------------------------------------------------------------- #
 # explainer contract: whyrec explain --method concepts
 # --------------------------------------------------------------------------------------------- #
+@dataclass
+class FittedConcepts:
+    """CAVs of one run for one genre selection, with every user's sensitivities: ``M`` ``(n_items, G)``,
+    ``S`` ``(n_users, G)``, ``mean``/``std`` ``(G,)`` over users (``std`` 0 replaced by 1), ``E_u``/``E_i``
+    the final embeddings they were computed from."""
+
+    key: tuple
+    M: np.ndarray
+    names: list[str]
+    cavs: ConceptActivationVectors
+    S: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    E_u: np.ndarray
+    E_i: np.ndarray
+
+
+def fitted_concepts(run, requested: Optional[Sequence[str]] = None, seed: int = 0,
+                    min_items: int = DEFAULT_MIN_ITEMS) -> FittedConcepts:
+    """The run's CAVs and sensitivities, fitted once per (genres, seed, min_items) and kept on the run.
+
+    A trained model is frozen, so per-user explanations (``whyrec serve`` answers many) reuse one fit
+    instead of re-running G logistic regressions per request; the cache is dropped when the model's
+    weights change (``model._version()``) or another model is put on the run.
+    """
+    model = run.model
+    version_fn = getattr(model, "_version", None)  # nn.Module has an int ``_version`` of its own
+    version = version_fn() if callable(version_fn) else tuple(p._version for p in model.parameters())
+    key = (tuple(requested) if requested else None, int(seed), int(min_items))
+    cache = getattr(run, "_concepts_cache", None)
+    if cache is None or cache.get("model") is not model or cache.get("version") != version:
+        cache = {"model": model, "version": version, "fits": {}}
+        try:
+            run._concepts_cache = cache
+        except AttributeError:  # pragma: no cover - a run type without attributes
+            pass
+    fitted = cache["fits"].get(key)
+    if fitted is None:
+        M, names = run_genres(run)
+        cols, _ = select_genres(M, names, requested, min_items)
+        M, names = M[:, cols], [names[j] for j in cols]
+        E_u, E_i = run_embeddings(run)
+        cavs = ConceptActivationVectors(random_state=int(seed), min_items=min_items).fit(E_i, M, names)
+        S = cavs.sensitivities(E_u)
+        std = S.std(0)
+        fitted = FittedConcepts(key, M, names, cavs, S, S.mean(0), np.where(std > 0, std, 1.0), E_u, E_i)
+        cache["fits"][key] = fitted
+    return fitted
+
+
 def explain_run(run, user: int, item: Optional[int] = None, **options) -> dict:
     """One user's genre sensitivities next to their actual genre history.
 
@@ -580,13 +630,10 @@ def explain_run(run, user: int, item: Optional[int] = None, **options) -> dict:
     """
     genre_opt = options.get("genre")
     requested = [g for g in str(genre_opt).split(",") if g.strip()] if genre_opt else None
-    M, names = run_genres(run)
-    cols, _ = select_genres(M, names, requested, options.get("min_items", DEFAULT_MIN_ITEMS))
-    M, names = M[:, cols], [names[j] for j in cols]
-    E_u, E_i = run_embeddings(run)
-    cavs = ConceptActivationVectors(random_state=int(options.get("seed", 0) or 0)).fit(E_i, M, names)
-    S = cavs.sensitivities(E_u)
-    z = (S[user] - S.mean(0)) / np.where(S.std(0) > 0, S.std(0), 1.0)
+    fitted = fitted_concepts(run, requested, seed=int(options.get("seed", 0) or 0),
+                             min_items=options.get("min_items", DEFAULT_MIN_ITEMS))
+    M, names, cavs, S, E_u, E_i = fitted.M, fitted.names, fitted.cavs, fitted.S, fitted.E_u, fitted.E_i
+    z = (S[user] - fitted.mean) / fitted.std
     ratings = run.ratings[user]
     hist = GenreHistory.from_matrices(ratings, run.matrices["train"][user], M)
     item_genres = set(run.item_genres[item]) if item is not None and run.item_genres else set()

@@ -47,6 +47,8 @@ USER_COLOR, ITEM_COLOR = "tab:blue", "tab:orange"
 
 
 def _check_steps(steps) -> int:
+    if steps is None:
+        return DEFAULT_STEPS
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or int(steps) < 1:
         raise ValueError(f"--steps must be a positive integer, got {steps!r}")
     return int(steps)

@@ -193,7 +193,7 @@ def because_text(names: list[str]) -> str:
     return f"Because you liked {', '.join(names[:-1])} and {names[-1]}."
 
 
-def explain_run(run, user_idx: int, item_idx=None, steps: Optional[int] = 50, top: int = 10, **_options) -> dict:
+def explain_run(run, user_idx: int, item_idx=None, steps: Optional[int] = None, top: int = 10, **_options) -> dict:
     """JSON-ready history explanation of ``ŷ(user, item)`` (default item: the top recommendation):
     the ``top`` history items by |attribution| with their rating, share and the exact score
     change when that one edge alone is removed."""

@@ -516,7 +516,8 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
     async def explanation(
         raw_id: str, raw_item_id: str,
         method: str = Query(..., description="history, features, concepts or intrinsic (see /health)"),
-        steps: int = Query(50, ge=2, le=1000, description="Integrated-gradients steps"),
+        steps: Optional[int] = Query(None, ge=1, le=1000,
+                                     description="Integrated-gradients steps (default: the method's exact minimum)"),
         baseline: Literal["mean", "zero"] = Query("mean", description="Integrated-gradients baseline"),
         top: int = Query(10, ge=1, le=100, description="how many attributions to list"),
         genre: Optional[str] = Query(None, max_length=500, description="genres to restrict to (comma-separated)"),
