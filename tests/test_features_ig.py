@@ -190,7 +190,7 @@ def _dense_score(model, u, m, t):
     return E[u] @ E[U + m]
 
 
-@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 5])
 def test_history_ig_on_tiny_graph_vs_leave_one_edge_out(K):
     model, R = _tiny(K)
     ctx = H.HistoryContext(model)
@@ -222,6 +222,22 @@ def test_history_ig_on_tiny_graph_vs_leave_one_edge_out(K):
         assert np.argmax(res["attributions"]) == np.argmax(loo)
     # more quadrature nodes change nothing (exact for >= K nodes)
     assert np.allclose(H.history_attributions(ctx, u, m, steps=40)["attributions"], res["attributions"], atol=1e-12)
+
+
+@pytest.mark.parametrize("K", [0, 1, 2, 3, 4, 6])
+def test_rank2_edge_scaling_equals_the_densely_rebuilt_graph(K):
+    """Arbitrary per-edge scales (not just IG's path), several items at once, an item inside the
+    user's own history included: the closed-form recursion equals propagating the rebuilt Â(t)."""
+    model, R = _tiny(K, seed=3)
+    ctx = H.HistoryContext(model)
+    u = 0
+    hist, a = ctx.edges(u)
+    rng = np.random.default_rng(K)
+    items = [7, int(hist[1]), 5, 7]
+    t = torch.tensor(rng.uniform(-0.5, 1.5, (len(items), len(hist))), dtype=torch.float64)
+    got = H.edge_scaled_scores(ctx, u, items, t)
+    want = torch.stack([_dense_score(model, u, m, t[c]) for c, m in enumerate(items)]).detach()
+    assert torch.allclose(got, want, atol=1e-12, rtol=1e-10)
 
 
 def test_history_on_trained_runs(runs, frun):
