@@ -5,14 +5,17 @@ of requests over ``--concurrency`` keep-alive connections (a minimal asyncio HTT
 load generator costs the shared CPU as little as possible) and stops by itself.  Two phases:
 
 * ``recommendations``: ``GET /users/{u}/recommendations?k=10`` for random users;
-* ``explanations``: ``GET /users/{u}/explanations/{i}?method=M`` for distinct users, each with its
-  top recommendation (``cold``: every pair computed), then the same pairs again (``warm``: served
-  from the service's explanation cache).
+* ``explanations``: for each method the run offers (or ``--method``), ``GET
+  /users/{u}/explanations/{i}?method=M`` for distinct users, each with its top recommendation
+  (``cold``: every pair computed), then the same pairs again (``warm``: served from the service's
+  explanation cache).
 
 Every response must be a 200 whose body has the declared length, otherwise it counts as an error.
 Writes requests/s, p50/p90/p99/max latency and error counts to ``benchmarks/results/serve.json``.
 
-    python benchmarks/bench_serve.py --run /tmp/s_ml1m
+    whyrec train --dataset ml-1m --data-dir ../shared/datasets/ml-1m-sample --model lightgcn-features \
+        --features user,item --epochs 20 --eval-every 10 --lr 5e-3 --out /tmp/f_ml1m
+    python benchmarks/bench_serve.py --run /tmp/f_ml1m
 """
 
 from __future__ import annotations
@@ -112,9 +115,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="run folder (the ML-1M LightGCN run)")
     ap.add_argument("--requests", type=int, default=5000, help="recommendation requests")
-    ap.add_argument("--explain-requests", type=int, default=64, help="explanation requests (distinct pairs)")
+    ap.add_argument("--explain-requests", type=int, default=256,
+                    help="explanation requests per method (distinct users, each with its top item)")
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--method", default=None, help="explanation method (default: the first available)")
+    ap.add_argument("--method", default=None,
+                    help="explanation method(s), comma-separated (default: every method the run offers)")
     ap.add_argument("--workers", type=int, default=1, help="whyrec serve --workers")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
@@ -151,24 +156,26 @@ def main() -> None:
         print(f"recommendations: {recs['rps']} req/s, p50 {recs['p50_ms']} ms, p99 {recs['p99_ms']} ms, "
               f"errors {recs['errors']}", flush=True)
 
-        method = args.method or (health["available_methods"][0] if health["available_methods"] else None)
-        explanations = None
+        methods = args.method.split(",") if args.method else list(health["available_methods"])
+        explanations = {}
         if args.explain_requests <= 0:
             print("explanations: skipped (--explain-requests 0)", flush=True)
-        elif method is None:
+        elif not methods:
             print("explanations: no explanation method available for this run", flush=True)
         else:
-            pairs = []
+            tops = []
             for u in rng.sample(users, min(args.explain_requests, len(users))):
                 top = get_json(host, port, f"/users/{u}/recommendations?k=1")["recommendations"]
                 if top:
-                    pairs.append(f"/users/{u}/explanations/{top[0]['item_id']}?method={method}")
-            cold = asyncio.run(load(host, port, pairs, args.concurrency))
-            warm_res = asyncio.run(load(host, port, pairs, args.concurrency))
-            explanations = {"method": method, "cold": cold, "warm": warm_res}
-            print(f"explanations ({method}), cold: {cold['rps']} req/s, p50 {cold['p50_ms']} ms, "
-                  f"p99 {cold['p99_ms']} ms, errors {cold['errors']}; warm (cached): {warm_res['rps']} req/s, "
-                  f"p99 {warm_res['p99_ms']} ms", flush=True)
+                    tops.append((u, top[0]["item_id"]))
+            for method in methods:
+                pairs = [f"/users/{u}/explanations/{i}?method={method}" for u, i in tops]
+                cold = asyncio.run(load(host, port, pairs, args.concurrency))
+                warm_res = asyncio.run(load(host, port, pairs, args.concurrency))
+                explanations[method] = {"cold": cold, "warm": warm_res}
+                print(f"explanations ({method}), cold: {cold['rps']} req/s, p50 {cold['p50_ms']} ms, "
+                      f"p99 {cold['p99_ms']} ms, errors {cold['errors']}; warm (cached): {warm_res['rps']} req/s, "
+                      f"p99 {warm_res['p99_ms']} ms", flush=True)
         load_after = os.getloadavg()
     finally:
         server.terminate()

@@ -3,7 +3,9 @@
 * ``explain_run(run, user, item, **options) -> dict`` — a JSON-ready result with at least
   ``"method"``, ``"user"`` (raw id) and ``"item"`` (raw id or ``None``);
 * ``render_text(result) -> str`` — the ranked table the CLI prints;
-* ``plot(result, path) -> None`` — the figure ``--figure`` writes.
+* ``plot(result, path) -> None`` — the figure ``--figure`` writes;
+* optionally ``prepare(run) -> None`` — does once, up front, the per-run work its explanations share
+  (``whyrec serve`` calls it at start-up, so no request pays for it).
 
 ``user`` and ``item`` are *indices* into the run (``item`` may be ``None`` for
 per-user methods such as ``concepts``).  Which methods a model supports is listed

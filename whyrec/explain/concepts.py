@@ -586,6 +586,11 @@ class FittedConcepts:
     E_i: np.ndarray
 
 
+def prepare(run) -> None:
+    """Fit the run's CAVs for all genres now (``whyrec serve`` start-up)."""
+    fitted_concepts(run)
+
+
 def fitted_concepts(run, requested: Optional[Sequence[str]] = None, seed: int = 0,
                     min_items: int = DEFAULT_MIN_ITEMS) -> FittedConcepts:
     """The run's CAVs and sensitivities, fitted once per (genres, seed, min_items) and kept on the run.

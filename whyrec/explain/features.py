@@ -23,7 +23,7 @@ ONE small dense forward and backward, and the result equals a full re-propagatio
 Baselines ``x'``: ``mean`` (the seed's choice: each feature column's mean over all users, resp.
 all items) or ``zero``. Method: Captum's default Gauss–Legendre rule with ``steps`` nodes.
 Because ``ŷ`` is a quadratic in ``x``, the integrand of IG is linear along the path and the rule
-is exact for any ``steps >= 1``: completeness ``Σ attributions = ŷ(x) − ŷ(x')`` holds to
+is exact for any ``steps >= 1`` (the default is 1): completeness ``Σ attributions = ŷ(x) − ŷ(x')`` holds to
 rounding (float64 here), and Captum's convergence ``delta`` is reported.
 
 Attributions are summed per human-readable group (``gender``, ``age``, ``occupation``,
@@ -41,7 +41,9 @@ import torch
 
 __all__ = ["FeatureIG", "feature_ig", "explain_run", "explain_many", "render_text", "plot", "DEFAULT_STEPS"]
 
-DEFAULT_STEPS = 50
+#: one Gauss–Legendre node is already exact here (the integrand is linear along the path, see above);
+#: more nodes only cost time (``--steps`` still sets them)
+DEFAULT_STEPS = 1
 BASELINES = ("mean", "zero")
 USER_COLOR, ITEM_COLOR = "tab:blue", "tab:orange"
 
@@ -208,6 +210,11 @@ def feature_ig(run_or_model, **kwargs) -> FeatureIG:
     if hasattr(run_or_model, "model") and hasattr(run_or_model, "extras"):
         return FeatureIG.for_run(run_or_model)
     return FeatureIG(run_or_model, **kwargs)
+
+
+def prepare(run) -> None:
+    """Build the run's feature explainer now (``whyrec serve`` start-up)."""
+    feature_ig(run)
 
 
 def _title(run, i: int) -> str:

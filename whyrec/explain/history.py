@@ -253,6 +253,11 @@ def removal_effects(ctx: HistoryContext, user: int, item: int, which: Sequence[i
     return (y[0] - y[1:]).numpy()
 
 
+def prepare(run) -> None:
+    """Build the run's float64 context and trained layers now (``whyrec serve`` start-up)."""
+    history_context(run).layers()
+
+
 def history_importances(run, user_idx: int, item_idx: int, steps: Optional[int] = None) -> dict[int, float]:
     """``{history item index: IG attribution}`` of ``ŷ(user, item)`` (faithfulness interface;
     ``steps=None``: the exact minimum of K Gauss–Legendre nodes)."""

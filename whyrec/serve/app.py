@@ -291,6 +291,10 @@ class Service:
         self.cache_lock = threading.Lock()
         self.explain_cache: OrderedDict = OrderedDict()
         self.explain_cache_size = int(explain_cache)
+        for method in available_methods(run):  # per-run work of the explainers, once, before any request
+            prepare = getattr(explanation_module(run, method), "prepare", None)
+            if prepare is not None:
+                prepare(run)
 
     # -- recommendations ---------------------------------------------------------------------- #
     def profile(self, items: np.ndarray) -> list[dict]:
