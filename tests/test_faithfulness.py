@@ -102,6 +102,28 @@ def test_intrinsic_and_paths_and_figure(runs, tmp_path):
     assert -1 <= paths["results"][0]["shift"] <= 1
 
 
+def test_several_methods_share_one_figure_and_report_top10_kept(runs, tmp_path):
+    fig = tmp_path / "all.png"
+    res = runner.invoke(app, ["faithfulness", str(runs["resolved"]), "--method", "intrinsic,random", "--remove", "1,2",
+                              "--runs", "2", "--json", "--figure", str(fig)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [r["method"] for r in out["methods"]] == ["intrinsic", "random"]
+    for r in (x for m in out["methods"] for x in m["results"]):
+        assert 0.0 <= r["top10_kept"] <= 1.0 and r["top10_kept_std"] >= 0
+    assert fig.stat().st_size > 1000
+    msg = one_error(runner.invoke(app, ["faithfulness", str(runs["resolved"]), "--method", "random,random"]))
+    assert "twice" in msg
+
+
+def test_top10_kept_counts_the_overlap():
+    from whyrec.explain.faithfulness import _kept
+
+    before = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    after = np.array([[4, 3, 9, 10], [5, 6, 7, 8]])
+    assert _kept(before, after).tolist() == [0.5, 1.0]
+
+
 def test_intrinsic_explain_cli(runs, tmp_path):
     fig = tmp_path / "why.png"
     res = runner.invoke(app, ["explain", str(runs["resolved"]), "--user", str(runs["user"]), "--method", "intrinsic",

@@ -29,7 +29,9 @@ def _parse_counts(text: str) -> list[int]:
 @friendly
 def faithfulness(
     run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train`."),
-    method: str = typer.Option(..., "--method", help="intrinsic, random, paths or history."),
+    method: str = typer.Option(..., "--method",
+                               help="intrinsic, random, paths or history; several comma-separated "
+                                    "(e.g. intrinsic,random,paths) share one figure."),
     remove: str = typer.Option("1,2,5,10", "--remove", help="History items removed per user, e.g. 1,2,5,10."),
     runs: int = typer.Option(5, "--runs", help="Repetitions (random draws; deterministic methods repeat exactly)."),
     seed: int = typer.Option(2020, help="Seed of the first run."),
@@ -39,24 +41,32 @@ def faithfulness(
 ) -> None:
     """Remove each test user's m most important history items (by --method), re-score without
     retraining, report shift = (recall − recall′)/recall at Recall@10 (seed 002, Figure 5)."""
-    from ..explain.faithfulness import evaluate_faithfulness, importance_function, plot, render_text
+    from ..explain.faithfulness import evaluate_faithfulness, importance_function, plot_many, render_text
     from ..run import load_run
 
     counts = _parse_counts(remove)
     if runs < 1:
         raise ValueError(f"--runs must be at least 1, got {runs}")
-    importance_function(method)  # unknown / unavailable method: fail before loading anything
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    if not methods:
+        raise ValueError("--method needs at least one of intrinsic, random, paths, history")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"--method names a method twice: {method}")
+    for m in methods:
+        importance_function(m)  # unknown / unavailable method: fail before loading anything
+    if figure is not None and figure.exists() and figure.is_dir():
+        raise ValueError(f"--figure {figure} is a folder; give a file name such as faithfulness.png")
     run = load_run(run_dir)
-    result = evaluate_faithfulness(run, method, counts, runs=runs, seed=seed, progress=progress)
+    results = [evaluate_faithfulness(run, m, counts, runs=runs, seed=seed, progress=progress) for m in methods]
     if figure is not None:
-        if figure.exists() and figure.is_dir():
-            raise ValueError(f"--figure {figure} is a folder; give a file name such as faithfulness.png")
         figure.parent.mkdir(parents=True, exist_ok=True)
-        plot(result, figure)
-        result["figure"] = str(figure)
+        plot_many(results, figure)
+        for result in results:
+            result["figure"] = str(figure)
     if as_json:
-        typer.echo(json.dumps(result))
+        # one method: {"method": …, "results": […]}; several: {"methods": [that, …]}
+        typer.echo(json.dumps(results[0] if len(results) == 1 else {"methods": results}))
     else:
-        typer.echo(render_text(result))
+        typer.echo("\n\n".join(render_text(r) for r in results))
         if figure is not None:
             typer.echo(f"figure: {figure}")
