@@ -139,3 +139,18 @@ def test_json_keys(name, folder):
         assert info["n_interactions"] == 100_000 and info["user_features"] == ["gender", "age", "occupation", "zip_region"]
     if name == "lastfm-kg":
         assert info["n_triples"] == 15_518
+
+
+def test_failed_train_leaves_no_half_written_run_folder(tmp_path):
+    """Last.fm has no user features: the error names the fix, and the folder the command would
+    have created does not exist afterwards (a folder that was already there is left alone)."""
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "lastfm-kg", "--data-dir", str(dataset_dir("lastfm-kg")), "--model",
+            "lightgcn-features", "--features", "user", "--epochs", "1", "--out"]
+    res = runner.invoke(app, args + [str(out)])
+    assert res.exit_code == 1 and "no user features" in res.stderr
+    assert not out.exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    res = runner.invoke(app, args + [str(existing)])
+    assert res.exit_code == 1 and existing.is_dir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -80,38 +81,44 @@ def train(
     options = {"dim": dim, "layers": layers, "features": features, **parse_opts(opt)}
     model_config = recipe.model_config(options)
     ks = parse_ks(k, (10, 20))
+    created = not out.exists()
     out = prepare_run_dir(out, overwrite)
-    data = load_dataset(dataset, data_dir)
-    echo_notes(data.notes)
-    params = {"valid_ratio": valid_ratio} if (split or ("official" if data.official_test is not None else "")) == "official" else {}
-    the_split = make_split(data, split, seed=seed, min_rating=min_rating, **params)
-    train_m, valid_m, test_m = the_split.matrices(data)
-    monitor_m = test_m if eval_on_test else (valid_m if valid_m.nnz else None)
-    if monitor_m is None:
-        typer.echo("note: the split has no validation part: training runs the full --epochs without early "
-                   "stopping (use --valid-ratio or --eval-on-test)", err=True)
-    extras = recipe.extras(data, the_split.train) if recipe.extras else {}
-    inputs = ModelInputs(data.n_users, data.n_items, train_m, extras)
-    torch.manual_seed(seed)  # the initial weights too are a function of --seed
-    net = recipe.build(inputs, model_config)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, reg=reg, seed=seed, eval_every=eval_every,
-                         patience=patience or None, device=device, num_threads=threads)
-    trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
-    hist = trainer(net, inputs, monitor_m, config, out, progress)
-    net.eval()
-    test_metrics = evaluate_ranking(net.score_users, train_m, test_m, ks=ks)
-    metrics = {
-        "test": test_metrics,
-        "valid": hist.best_metrics,
-        "monitored": "test" if eval_on_test else ("valid" if monitor_m is not None else None),
-        "best_epoch": hist.best_epoch,
-        "epochs_trained": len(hist.epochs),
-        "stopped_early": hist.stopped_early,
-        "train_seconds": round(hist.seconds, 2),
-    }
-    write_run(out, data=data, split=the_split, model=net, model_name=model, model_config=model_config,
-              train_config={**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics=metrics,
-              extras=extras)
+    try:
+        data = load_dataset(dataset, data_dir)
+        echo_notes(data.notes)
+        params = {"valid_ratio": valid_ratio} if (split or ("official" if data.official_test is not None else "")) == "official" else {}
+        the_split = make_split(data, split, seed=seed, min_rating=min_rating, **params)
+        train_m, valid_m, test_m = the_split.matrices(data)
+        monitor_m = test_m if eval_on_test else (valid_m if valid_m.nnz else None)
+        if monitor_m is None:
+            typer.echo("note: the split has no validation part: training runs the full --epochs without early "
+                       "stopping (use --valid-ratio or --eval-on-test)", err=True)
+        extras = recipe.extras(data, the_split.train) if recipe.extras else {}
+        inputs = ModelInputs(data.n_users, data.n_items, train_m, extras)
+        torch.manual_seed(seed)  # the initial weights too are a function of --seed
+        net = recipe.build(inputs, model_config)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, reg=reg, seed=seed, eval_every=eval_every,
+                             patience=patience or None, device=device, num_threads=threads)
+        trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
+        hist = trainer(net, inputs, monitor_m, config, out, progress)
+        net.eval()
+        test_metrics = evaluate_ranking(net.score_users, train_m, test_m, ks=ks)
+        metrics = {
+            "test": test_metrics,
+            "valid": hist.best_metrics,
+            "monitored": "test" if eval_on_test else ("valid" if monitor_m is not None else None),
+            "best_epoch": hist.best_epoch,
+            "epochs_trained": len(hist.epochs),
+            "stopped_early": hist.stopped_early,
+            "train_seconds": round(hist.seconds, 2),
+        }
+        write_run(out, data=data, split=the_split, model=net, model_name=model, model_config=model_config,
+                  train_config={**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics=metrics,
+                  extras=extras)
+    except BaseException:
+        if created:  # a folder this command made and could not finish: leave nothing half-written behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     typer.echo(f"wrote {out} ({len(hist.epochs)} epochs, {hist.seconds:.1f}s)")
     typer.echo(metrics_table(test_metrics, ks))
 
