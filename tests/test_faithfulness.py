@@ -76,6 +76,12 @@ def runs(lastfm, tmp_path_factory):
             "user": int(data.user_ids[test_users[1]])}
 
 
+def faithfulness_json(run_dir, *args) -> dict:
+    res = runner.invoke(app, ["faithfulness", str(run_dir), *args, "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
 def test_faithfulness_json_contract(runs):
     res = runner.invoke(app, ["faithfulness", str(runs["resolved"]), "--method", "random", "--remove", "1,2",
                               "--runs", "2", "--json"])
@@ -89,10 +95,8 @@ def test_faithfulness_json_contract(runs):
 
 def test_intrinsic_and_paths_and_figure(runs, tmp_path):
     fig = tmp_path / "f.png"
-    res = runner.invoke(app, ["faithfulness", str(runs["resolved"]), "--method", "intrinsic", "--remove", "1,3",
-                              "--runs", "3", "--json", "--figure", str(fig)])
-    assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
+    out = faithfulness_json(runs["resolved"], "--method", "intrinsic", "--remove", "1,3", "--runs", "3",
+                            "--figure", str(fig))
     assert all(r["std"] == 0 for r in out["results"])  # deterministic explainer
     assert fig.stat().st_size > 1000
     run = load_run(runs["resolved"])
@@ -104,10 +108,8 @@ def test_intrinsic_and_paths_and_figure(runs, tmp_path):
 
 def test_several_methods_share_one_figure_and_report_top10_kept(runs, tmp_path):
     fig = tmp_path / "all.png"
-    res = runner.invoke(app, ["faithfulness", str(runs["resolved"]), "--method", "intrinsic,random", "--remove", "1,2",
-                              "--runs", "2", "--json", "--figure", str(fig)])
-    assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
+    out = faithfulness_json(runs["resolved"], "--method", "intrinsic,random", "--remove", "1,2", "--runs", "2",
+                            "--figure", str(fig))
     assert [r["method"] for r in out["methods"]] == ["intrinsic", "random"]
     for r in (x for m in out["methods"] for x in m["results"]):
         assert 0.0 <= r["top10_kept"] <= 1.0 and r["top10_kept_std"] >= 0

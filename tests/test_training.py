@@ -113,6 +113,41 @@ def test_l2_by_hand():
     assert l2_reg(1e-4, 2, u, i, j).item() == pytest.approx(1e-4 * 0.5 * 19 / 2, rel=1e-6)
 
 
+def test_cosine_schedule_by_hand_and_in_the_optimizer():
+    from whyrec.train.loop import epoch_lr
+
+    cfg = TrainConfig(epochs=4, lr=0.02, lr_min=0.002, lr_schedule="cosine")
+    # lr_min + (lr - lr_min)(1 + cos(pi (e - 1) / 4)) / 2 for e = 1..4
+    want = [0.02, 0.002 + 0.018 * (1 + math.sqrt(0.5)) / 2, 0.011, 0.002 + 0.018 * (1 - math.sqrt(0.5)) / 2]
+    assert [epoch_lr(cfg, e) for e in range(1, 5)] == pytest.approx(want, rel=1e-12)
+    assert epoch_lr(TrainConfig(lr=0.003), 17) == 0.003
+    R, _ = _small()
+    hist = fit(MF(30, 40, MFConfig(dim=4)), R, None, cfg, progress=False)
+    assert [row["lr"] for row in hist.epochs] == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
+        fit(MF(30, 40), R, None, TrainConfig(epochs=1, lr_schedule="step"), progress=False)
+
+
+def test_minibatch_steps_means_and_one_step_per_batch():
+    from whyrec.train.loop import minibatch_steps
+
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    opt = torch.optim.SGD([w], lr=0.1)
+    x = torch.arange(5.0)  # batches [0, 1], [2, 3], [4]
+    seen = []
+
+    def loss(xb):
+        seen.append(xb.tolist())
+        return {"a": (w * xb).sum(), "b": torch.tensor(1.0)}
+
+    row = minibatch_steps(opt, (x,), 2, loss)
+    assert seen == [[0.0, 1.0], [2.0, 3.0], [4.0]]
+    # w: 1 -> 1 - 0.1*1 = 0.9 -> 0.9 - 0.1*5 = 0.4; a = 1*1, 0.9*5, 0.4*4
+    assert w.item() == pytest.approx(0.4 - 0.1 * 4, abs=1e-6)
+    assert row["a"] == pytest.approx((1.0 + 4.5 + 1.6) / 3) and row["b"] == pytest.approx(1.0)
+    assert row["loss"] == pytest.approx(row["a"] + row["b"])
+
+
 # --------------------------------------------------------------------------- #
 # the fit loop
 # --------------------------------------------------------------------------- #

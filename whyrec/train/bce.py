@@ -30,14 +30,13 @@ whose helpers are used.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .loop import History, TrainConfig, _adam, run_epochs
+from .loop import History, TrainConfig, _adam, minibatch_steps, run_epochs, set_epoch_lr
 from .losses import l2_reg
 from .sampling import UniformNegativeSampler
 
@@ -75,8 +74,6 @@ def fit_bce(model, train_csr, valid_csr=None, config: Optional[TrainConfig] = No
     n = len(users)
     if n == 0:
         raise ValueError("no observed ratings to train on")
-    bs = int(config.batch_size)
-    n_batches = max(1, math.ceil(n / bs))
     state: dict = {}
 
     def setup(device: torch.device) -> None:
@@ -86,36 +83,25 @@ def fit_bce(model, train_csr, valid_csr=None, config: Optional[TrainConfig] = No
 
     def bce_epoch(epoch: int) -> dict:
         device, sampler, opt = state["device"], state["sampler"], state["opt"]
+        set_epoch_lr(opt, config, epoch)
         rng = np.random.default_rng([config.seed, epoch])
         perm = rng.permutation(n)
         eu, ei, ey = users[perm], items[perm], targets[perm]
         ej = sampler.negatives(eu, rng) if negatives else ei
-        eu_t, ei_t, ej_t = (torch.from_numpy(a).to(device) for a in (eu, ei, ej))
-        ey_t = torch.from_numpy(ey).to(device)
-        sum_bce = torch.zeros((), device=device)
-        sum_reg = torch.zeros((), device=device)
-        for b in range(n_batches):
-            sl = slice(b * bs, min((b + 1) * bs, n))
-            u, i, j, y = eu_t[sl], ei_t[sl], ej_t[sl], ey_t[sl]
+        tensors = tuple(torch.from_numpy(a).to(device) for a in (eu, ei, ej, ey))
+
+        def bce_batch(u, i, j, y) -> dict:
             be = model.batch_embeddings(u, i, j)
             s_obs = (be.users * be.pos).sum(-1)
             if negatives:
                 s_neg = (be.users * be.neg).sum(-1)
                 l_bce = F.binary_cross_entropy_with_logits(torch.cat([s_obs, s_neg]),
                                                            torch.cat([y, torch.zeros_like(y)]))
-                l_reg = l2_reg(config.reg, u.numel(), be.users0, be.pos0, be.neg0)
-            else:
-                l_bce = F.binary_cross_entropy_with_logits(s_obs, y)
-                l_reg = l2_reg(config.reg, u.numel(), be.users0, be.pos0)
-            loss = l_bce + l_reg
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sum_bce += l_bce.detach()
-            sum_reg += l_reg.detach()
-        row = {"bce": float(sum_bce) / n_batches, "reg": float(sum_reg) / n_batches}
-        row["loss"] = row["bce"] + row["reg"]
-        return row
+                return {"bce": l_bce, "reg": l2_reg(config.reg, u.numel(), be.users0, be.pos0, be.neg0)}
+            return {"bce": F.binary_cross_entropy_with_logits(s_obs, y),
+                    "reg": l2_reg(config.reg, u.numel(), be.users0, be.pos0)}
+
+        return minibatch_steps(opt, tensors, config.batch_size, bce_batch)
 
     hist = run_epochs(model, bce_epoch, train_csr, valid_csr, config, out_dir, progress, evaluate, setup)
     hist.config.update({"loss": "bce", "bce_negatives": negatives})

@@ -26,7 +26,7 @@ from ..models.base import Recommender
 from .losses import bpr_loss, l2_reg
 from .sampling import UniformNegativeSampler
 
-__all__ = ["TrainConfig", "History", "fit", "run_epochs", "resolve_device"]
+__all__ = ["TrainConfig", "History", "fit", "run_epochs", "minibatch_steps", "resolve_device"]
 
 EvaluateFn = Callable[[Recommender, object, object, tuple], dict]
 
@@ -76,6 +76,14 @@ def epoch_lr(config: TrainConfig, epoch: int) -> float:
         frac = (epoch - 1) / max(1, int(config.epochs))
         return float(config.lr_min + (config.lr - config.lr_min) * 0.5 * (1.0 + math.cos(math.pi * frac)))
     raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {config.lr_schedule!r}")
+
+
+def set_epoch_lr(opt: torch.optim.Optimizer, config: TrainConfig, epoch: int) -> float:
+    """Put :func:`epoch_lr` into every parameter group of ``opt``; returns it."""
+    lr = epoch_lr(config, epoch)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 @dataclass
@@ -142,6 +150,29 @@ def _run_eval(model, evaluate, train, valid, ks) -> dict:
 
 
 EpochFn = Callable[[int], dict]
+
+
+def minibatch_steps(opt: torch.optim.Optimizer, tensors: tuple, batch_size: int,
+                    batch_loss: Callable[..., dict]) -> dict:
+    """One pass over the rows of ``tensors`` (same length, already shuffled) in batches of
+    ``batch_size``: ``batch_loss(*batch_slices) -> {part name: scalar tensor}``, one optimizer step on
+    the sum of the parts. Returns each part's mean over the batches and ``"loss"``, their sum."""
+    n = int(tensors[0].shape[0])
+    bs = int(batch_size)
+    n_batches = max(1, math.ceil(n / bs))
+    sums: dict = {}
+    for b in range(n_batches):
+        sl = slice(b * bs, min((b + 1) * bs, n))
+        parts = batch_loss(*(t[sl] for t in tensors))
+        loss = sum(parts.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for name, value in parts.items():
+            sums[name] = sums[name] + value.detach() if name in sums else value.detach()
+    row = {name: float(v) / n_batches for name, v in sums.items()}
+    row["loss"] = sum(row.values())
+    return row
 
 
 def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=None,
@@ -282,36 +313,19 @@ def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainCon
 
     def bpr_epoch(epoch: int) -> dict:
         device, sampler, opt = state["device"], state["sampler"], state["opt"]
-        lr = epoch_lr(config, epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        lr = set_epoch_lr(opt, config, epoch)
         t0 = time.perf_counter()
         users, pos, neg = sampler.sample_epoch(epoch)
         t_sample = time.perf_counter() - t0
-        users = torch.from_numpy(users).to(device)
-        pos = torch.from_numpy(pos).to(device)
-        neg = torch.from_numpy(neg).to(device)
-        n = len(sampler)
-        bs = int(config.batch_size)
-        n_batches = max(1, math.ceil(n / bs))
-        sum_bpr = torch.zeros((), device=device)
-        sum_reg = torch.zeros((), device=device)
-        for b in range(n_batches):
-            sl = slice(b * bs, min((b + 1) * bs, n))
-            u, i, j = users[sl], pos[sl], neg[sl]
+        tensors = tuple(torch.from_numpy(a).to(device) for a in (users, pos, neg))
+
+        def bpr_batch(u, i, j) -> dict:
             be = model.batch_embeddings(u, i, j)
             s_pos = (be.users * be.pos).sum(-1)
             s_neg = (be.users * be.neg).sum(-1)
-            l_bpr = bpr_loss(s_pos, s_neg)
-            l_reg = l2_reg(config.reg, u.numel(), be.users0, be.pos0, be.neg0)
-            loss = l_bpr + l_reg
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sum_bpr += l_bpr.detach()
-            sum_reg += l_reg.detach()
-        row = {"bpr": float(sum_bpr) / n_batches, "reg": float(sum_reg) / n_batches}
-        row["loss"] = row["bpr"] + row["reg"]
+            return {"bpr": bpr_loss(s_pos, s_neg), "reg": l2_reg(config.reg, u.numel(), be.users0, be.pos0, be.neg0)}
+
+        row = minibatch_steps(opt, tensors, config.batch_size, bpr_batch)
         row["sample_seconds"] = t_sample
         row["lr"] = lr
         return row
