@@ -140,6 +140,28 @@ def test_intrinsic_explain_cli(runs, tmp_path):
     assert text.exit_code == 0 and "history items" in text.stdout
 
 
+def test_intrinsic_explanation_through_the_service(runs):
+    from fastapi.testclient import TestClient
+
+    from whyrec.serve import create_app
+
+    client = TestClient(create_app(runs["resolved"]))
+    assert "intrinsic" in client.get("/health").json()["available_methods"]
+    r = client.get(f"/users/{runs['user']}/explanations/{_top_item_id(runs)}?method=intrinsic")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "intrinsic" and body["history"] and body["entities"]
+    r = client.get(f"/users/{runs['user']}/explanations/{_top_item_id(runs)}?method=history")
+    assert r.status_code == 400 and "supported: intrinsic" in r.json()["detail"]
+
+
+def _top_item_id(runs) -> int:
+    run = load_run(runs["resolved"])
+    from whyrec.recommend import top_item
+
+    return int(run.item_ids[top_item(run, run.user_index(runs["user"]))])
+
+
 def test_importance_interface():
     assert set(IMPORTANCE_FUNCTIONS) >= {"intrinsic", "paths", "history"}
     assert importance_function("random") is None

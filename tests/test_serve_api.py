@@ -309,6 +309,21 @@ def test_concepts_explanation_for_real(client):
     assert any(g["item_genre"] for g in rows)
 
 
+def test_history_explanation_for_real_is_complete_and_matches_the_cli_module(client, run):
+    r = client.get("/users/7/explanations/50?method=history&top=5")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    from whyrec.explain import history
+
+    direct = history.explain_run(run, run.user_index(7), run.titles().resolve("50"), top=5)
+    assert body["steps"] == 3 and len(body["attributions"]) == 5  # K = 3 exact nodes by default
+    assert body["score"] == pytest.approx(direct["score"], abs=1e-9)
+    assert [a["item"] for a in body["attributions"]] == [a["item"] for a in direct["attributions"]]
+    # completeness: the history's attributions add up to ŷ(trained graph) − ŷ(user's edges removed)
+    total = body["positive_total"] + body["negative_total"]
+    assert total == pytest.approx(body["score"] - body["baseline_score"], abs=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------ #
 def test_the_page_and_its_assets(client):
     page = client.get("/")
