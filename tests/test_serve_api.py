@@ -27,9 +27,9 @@ runner = CliRunner()
 ML100K = str(dataset_dir("ml-100k"))
 
 
-def train(out, *extra):
-    result = runner.invoke(cli, ["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--out", str(out),
-                                 "--no-progress", "--seed", "1", *extra])
+def train(out, *extra, dataset="ml-100k"):
+    result = runner.invoke(cli, ["train", "--dataset", dataset, "--data-dir", str(dataset_dir(dataset)),
+                                 "--out", str(out), "--no-progress", "--seed", "1", *extra])
     assert result.exit_code == 0, (result.output, result.exception)
     return out
 
@@ -337,6 +337,16 @@ def test_the_page_and_its_assets(client):
     assert "https://" not in js.text.replace("http://www.w3.org/2000/svg", "")
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/static/../app.py").status_code == 404
+
+
+def test_a_run_without_genres_starts_and_says_why_concepts_cannot_answer(tmp_path):
+    """Start-up prepares every method's per-run work; one that cannot apply to this dataset
+    (concepts on Last.fm: no genres) must not stop the service, its requests get a clear 400."""
+    c = TestClient(create_app(train(tmp_path / "lfm", "--model", "lightgcn", "--epochs", "1", dataset="lastfm-kg")))
+    user = c.get("/health").json()["user_id_range"][0]
+    top = c.get(f"/users/{user}/recommendations?k=1").json()["recommendations"][0]["item_id"]
+    assert "no item genres" in detail(c.get(f"/users/{user}/explanations/{top}?method=concepts"), 400)
+    assert c.get(f"/users/{user}/explanations/{top}?method=history").status_code == 200
 
 
 def test_serve_command_refuses_a_bad_run_folder(tmp_path):

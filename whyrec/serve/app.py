@@ -294,7 +294,10 @@ class Service:
         for method in available_methods(run):  # per-run work of the explainers, once, before any request
             prepare = getattr(explanation_module(run, method), "prepare", None)
             if prepare is not None:
-                prepare(run)
+                try:
+                    prepare(run)
+                except ValueError:  # e.g. concepts on a dataset without genres: the request says why (400)
+                    pass
 
     # -- recommendations ---------------------------------------------------------------------- #
     def profile(self, items: np.ndarray) -> list[dict]:
