@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--method", default=None,
                     help="explanation method(s), comma-separated (default: every method the run offers)")
     ap.add_argument("--workers", type=int, default=1, help="whyrec serve --workers")
+    ap.add_argument("--threads", type=int, default=1, help="whyrec serve --threads")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve.json")
@@ -130,7 +131,8 @@ def main() -> None:
 
     host, port = "127.0.0.1", free_port()
     cmd = [sys.executable, "-c", "from whyrec.cli import main; main()", "serve", str(args.run),
-           "--host", host, "--port", str(port), "--workers", str(args.workers)]
+           "--host", host, "--port", str(port), "--workers", str(args.workers),
+           "--threads", str(args.threads)]
     server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         t0 = time.perf_counter()
@@ -196,7 +198,7 @@ def main() -> None:
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in load_after],
                     "note": "load generator and server share the same CPUs (loopback)"},
-        "server": {"cmd": f"whyrec serve RUN_DIR --workers {args.workers} (uvicorn)", "http_parser": parser,
+        "server": {"cmd": f"whyrec serve RUN_DIR --workers {args.workers} --threads {args.threads} (uvicorn)", "http_parser": parser,
                    "startup_s": round(startup, 2)},
         "run": {"path": str(args.run), "dataset": health["dataset"], "model": health["model"],
                 "n_users": health["n_users"], "n_items": health["n_items"]},

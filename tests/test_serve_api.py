@@ -371,3 +371,33 @@ def test_worker_factory_reads_the_run_from_the_environment(lgcn_dir, monkeypatch
 def test_the_service_never_wrote_into_the_run_folder(lgcn_dir, before, client):
     client.get("/users/1/recommendations")  # after every test above
     assert snapshot(lgcn_dir) == before
+
+
+def test_explanation_queue_is_first_in_first_out_and_hands_back_errors():
+    """One worker: jobs start in arrival order, results and exceptions reach their own request."""
+    import asyncio
+    import threading
+
+    from whyrec.serve.app import ExplainQueue
+
+    started, gate = [], threading.Event()
+
+    def work(job):
+        gate.wait(5)
+        started.append(job)
+        if job == "bad":
+            raise KeyError("no such user")
+        return job * 2
+
+    q = ExplainQueue(work, workers=1)
+
+    async def main():
+        tasks = [asyncio.ensure_future(q.submit(j)) for j in ("a", "b", "bad", "c", "d")]
+        await asyncio.sleep(0.05)  # every job is queued before the worker may start
+        gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    out = asyncio.run(main())
+    assert started == ["a", "b", "bad", "c", "d"]
+    assert out[:2] == ["aa", "bb"] and out[3:] == ["cc", "dd"]
+    assert isinstance(out[2], KeyError) and out[2].args == ("no such user",)

@@ -18,6 +18,10 @@ def serve(
     max_body: int = typer.Option(64 * 1024, min=1, help="Largest accepted request body in bytes (413 beyond)."),
     workers: int = typer.Option(1, min=1, max=64, help="Server processes (each loads the run once)."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request."),
+    threads: int = typer.Option(1, "--threads", min=1, max=256,
+                                help="torch threads per server process. Requests are small (one user's scores, one "
+                                     "explanation): one thread avoids thread spin-up and OpenMP waits on a busy "
+                                     "machine; use --workers to use more cores."),
 ) -> None:
     """Serve recommendations and explanations over HTTP, with a web page at /."""
     try:
@@ -28,9 +32,13 @@ def serve(
         raise ValueError(f"whyrec serve needs fastapi and uvicorn ({err}); pip install fastapi uvicorn") from None
     import os
 
+    import torch
+
     from ..run import load_run
     from ..serve.app import MAX_BODY_ENV, RUN_ENV
 
+    torch.set_num_threads(threads)  # worker processes inherit it through the environment below
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     run = load_run(run_dir)  # bad folders fail here, with one line
     typer.echo(f"whyrec serve: {run.config['model']} on {run.config['dataset']} "
                f"({run.n_users:,} users, {run.n_items:,} items) at http://{host}:{port}/"

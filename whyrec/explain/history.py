@@ -95,10 +95,12 @@ class HistoryContext:
         """The ``t``-independent part of :func:`edge_scaled_scores` (the last one is kept: an
         explanation asks for the same user and item several times)."""
         key = (user, tuple(int(i) for i in items))
-        if self._basis is None or self._basis[0] != key:
+        cached = self._basis  # read once: another thread may replace it meanwhile
+        if cached is None or cached[0] != key:
             with torch.no_grad():
-                self._basis = (key, _Basis(self, user, np.asarray(items, dtype=np.int64), hist))
-        return self._basis[1]
+                cached = (key, _Basis(self, user, np.asarray(items, dtype=np.int64), hist))
+            self._basis = cached
+        return cached[1]
 
     def edges(self, user: int) -> tuple[np.ndarray, torch.Tensor]:
         """The user's history item indices and their edge weights ``a_j``."""

@@ -7,8 +7,10 @@ Speed: the final user and item embeddings are computed once at start-up (``U``: 
 ``I^T``: ``(d, n_items)``, both contiguous), so a known user's recommendation is one ``(d,) x
 (d, n_items)`` product, the user's seen items set to ``-inf`` and a ``topk``; the response is
 serialized with orjson when it is installed.  Models without embeddings (``pop``) are scored through
-their own ``score_users``.  Explanations run in a worker thread, one at a time (explainers may use
-autograd on the shared model), and their results are kept in a small LRU cache (a trained model is
+their own ``score_users``.  Explanations run in worker threads, at most ``min(2, CPUs)`` at once
+(explainers take gradients only with ``torch.autograd.grad`` w.r.t. their own inputs, never into the
+shared model's ``.grad``; per-run caches are replaced atomically), each explainer's per-run work is
+done once at start-up (``prepare``), and their results are kept in a small LRU cache (a trained model is
 frozen, so an explanation of the same pair with the same options never changes).
 
 Errors: an unknown user or item is a 404 with a message; ``k`` outside 1..500 (and any other
@@ -34,7 +36,6 @@ import torch
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from . import MethodUnavailable, UnsupportedMethod, available_methods, explanation_module, supported_methods
 
@@ -250,7 +251,7 @@ def _errors(*codes: int) -> dict:
 class Service:
     """A loaded run plus what the endpoints need precomputed."""
 
-    def __init__(self, run, explain_cache: int = 512):
+    def __init__(self, run, explain_cache: int = 512, explain_concurrency: Optional[int] = None):
         from ..models.base import Recommender
 
         self.run = run
@@ -287,7 +288,11 @@ class Service:
         labels = [run.titles().label(i) for i in range(run.n_items)]
         self.search_keys = [normalize_title(t) for t in labels]
         self.by_popularity = np.argsort(-self.popularity, kind="stable")
-        self.explain_lock = threading.Lock()
+        import os
+
+        #: explanations are computed by this many worker threads, in arrival order (FIFO)
+        self.explain_workers = int(explain_concurrency or min(2, os.cpu_count() or 1))
+        self.explain_queue = ExplainQueue(self._compute, self.explain_workers)
         self.cache_lock = threading.Lock()
         self.explain_cache: OrderedDict = OrderedDict()
         self.explain_cache_size = int(explain_cache)
@@ -420,24 +425,34 @@ class Service:
         return out
 
     # -- explanations ------------------------------------------------------------------------- #
-    def explain(self, method: str, raw_user: str, raw_item: str, options: dict) -> dict:
-        run = self.run
-        module = explanation_module(run, method, option="method")
-        u = run.user_index(raw_user)
-        i = run.titles().resolve(raw_item)
-        key = (method, u, i, tuple(sorted(options.items())))
+    def explain_key(self, method: str, raw_user: str, raw_item: str, options: dict) -> tuple:
+        """``(method, user index, item index, options)``; the method, user and item are checked here
+        (:class:`UnsupportedMethod`, ``KeyError``), before anything is queued."""
+        explanation_module(self.run, method, option="method")
+        return (method, self.run.user_index(raw_user), self.run.titles().resolve(raw_item),
+                tuple(sorted(options.items())))
+
+    async def explain(self, method: str, raw_user: str, raw_item: str, options: dict) -> bytes:
+        """The JSON body of an explanation: from the cache, or computed by a worker thread in arrival
+        order (so under load every request waits for the ones before it, never behind later ones)."""
+        key = self.explain_key(method, raw_user, raw_item, options)
         body = self._cached(key)
+        if body is None:
+            body = await self.explain_queue.submit(key)
+        return body
+
+    def _compute(self, key: tuple) -> bytes:
+        body = self._cached(key)  # a twin queued earlier may have computed it meanwhile
         if body is not None:
             return body
-        with self.explain_lock:  # one explanation at a time; a concurrent twin finds it cached
-            body = self._cached(key)
-            if body is None:
-                body = dumps(module.explain_run(run, u, i, compare_items=None, **options))
-                if self.explain_cache_size > 0:
-                    with self.cache_lock:
-                        self.explain_cache[key] = body
-                        while len(self.explain_cache) > self.explain_cache_size:
-                            self.explain_cache.popitem(last=False)
+        method, u, i, options = key
+        module = explanation_module(self.run, method, option="method")
+        body = dumps(module.explain_run(self.run, u, i, compare_items=None, **dict(options)))
+        if self.explain_cache_size > 0:
+            with self.cache_lock:
+                self.explain_cache[key] = body
+                while len(self.explain_cache) > self.explain_cache_size:
+                    self.explain_cache.popitem(last=False)
         return body
 
     def _cached(self, key) -> Optional[bytes]:
@@ -446,6 +461,62 @@ class Service:
             if body is not None:
                 self.explain_cache.move_to_end(key)
             return body
+
+
+class ExplainQueue:
+    """A FIFO queue of jobs served by ``workers`` daemon threads (started on the first job).
+
+    ``await submit(job)`` returns ``fn(job)`` or raises its exception. Unlike a thread pool behind a
+    lock or semaphore, which wakes waiters in no particular order, jobs start in the order they
+    arrived, so with ``n`` requests in flight none waits for more than the ``n - 1`` before it.
+    """
+
+    def __init__(self, fn, workers: int = 1):
+        import queue
+
+        self.fn = fn
+        self.workers = max(1, int(workers))
+        self.jobs: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+
+    async def submit(self, job):
+        import asyncio
+
+        if not self._threads:
+            self._start()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.jobs.put((job, loop, future))
+        return await future
+
+    def _start(self) -> None:
+        with self._start_lock:
+            while len(self._threads) < self.workers:
+                t = threading.Thread(target=self._work, name=f"whyrec-explain-{len(self._threads)}", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _work(self) -> None:
+        while True:
+            job, loop, future = self.jobs.get()
+            try:
+                result, error = self.fn(job), None
+            except BaseException as err:  # handed to the awaiting request, which maps it to a status
+                result, error = None, err
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the event loop is gone (server shut down): nobody is waiting
+                pass
+
+
+def _settle(future, result, error) -> None:
+    if future.cancelled():  # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _message(err: Exception) -> str:
@@ -533,7 +604,7 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
         module's own result)."""
         options = {"steps": steps, "baseline": baseline, "top": top, "genre": genre}
         try:
-            body = await run_in_threadpool(service.explain, method, raw_id, raw_item_id, options)
+            body = await service.explain(method, raw_id, raw_item_id, options)
         except UnsupportedMethod as err:
             raise HTTPException(400, str(err)) from None
         except MethodUnavailable as err:
@@ -574,6 +645,8 @@ def app_from_env() -> FastAPI:
 
     if not os.environ.get(RUN_ENV):
         raise RuntimeError(f"${RUN_ENV} is not set")
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # whyrec serve --threads
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
     return create_app(os.environ[RUN_ENV], max_body_bytes=int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)))
 
 
