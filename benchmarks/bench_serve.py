@@ -148,8 +148,7 @@ def main() -> None:
                 time.sleep(0.2)
         startup = time.perf_counter() - t0
         rng = random.Random(args.seed)
-        lo, hi = health["user_id_range"]
-        users = [u for u in range(lo, hi + 1)]
+        users = [int(u) for u in json.loads((Path(args.run) / "users.json").read_text())["user_ids"]]  # ids may have gaps
         rec_paths = [f"/users/{rng.choice(users)}/recommendations?k=10" for _ in range(args.requests)]
         warm = [f"/users/{rng.choice(users)}/recommendations?k=10" for _ in range(args.warmup)]
         asyncio.run(load(host, port, warm, args.concurrency))

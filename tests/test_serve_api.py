@@ -172,6 +172,26 @@ def test_new_user_needs_a_lightgcn_run(pop_client):
     assert len(body["recommendations"]) == 5 and body["recommendations"][0]["score"] > 100
 
 
+def test_models_without_embeddings_answer_from_precomputed_scores_like_recommend(tmp_path, monkeypatch):
+    """pop has no embedding space: its scores are precomputed at start-up and give exactly what
+    `whyrec recommend` gives; above the size limit every request runs the model instead."""
+    import whyrec.serve.app as serve_app
+    from whyrec.recommend import recommend_for_user
+    from whyrec.run import load_run
+
+    folder = train(tmp_path / "pop", "--model", "pop")
+    run = load_run(folder)
+    c = TestClient(create_app(run))
+    monkeypatch.setattr(serve_app, "PRECOMPUTED_SCORES_LIMIT", 0)
+    c_model = TestClient(create_app(load_run(folder)))
+    for user in ("3", "7", "100"):
+        want = recommend_for_user(run, user, 10)["recommendations"]
+        for client in (c, c_model):
+            got = client.get(f"/users/{user}/recommendations?k=10").json()["recommendations"]
+            assert [(r["item_id"], r["rank"]) for r in got] == [(r["item_id"], r["rank"]) for r in want]
+            assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want])
+
+
 def test_body_over_the_limit_is_413(client):
     big = json.dumps({"liked": ["toy story"] * 20000, "k": 10})
     assert len(big) > 64 * 1024

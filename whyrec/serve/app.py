@@ -241,6 +241,11 @@ class Error(BaseModel):
     detail: str
 
 
+#: models without an embedding space get every user's scores precomputed up to this many entries
+#: (float32: 256 MB); beyond it each request runs the model
+PRECOMPUTED_SCORES_LIMIT = 64_000_000
+
+
 def _errors(*codes: int) -> dict:
     return {c: {"model": Error} for c in codes}
 
@@ -263,12 +268,18 @@ class Service:
         self.seen_t = torch.from_numpy(self.seen_indices)
         self.item_index = {int(r): i for i, r in enumerate(run.item_ids)}
         self.popularity = np.diff(seen.tocsc().indptr).astype(np.int64)
-        self.U = self.IT = None
+        self.U = self.IT = self.S = None
         if type(model).score_users is Recommender.score_users:  # score = e_u · e_i: precompute both
             with torch.inference_mode():
                 users, items = model.embeddings()
                 self.U = users.detach().to(torch.float32).clone().contiguous()
                 self.IT = items.detach().to(torch.float32).T.contiguous()
+        elif run.n_users * run.n_items <= PRECOMPUTED_SCORES_LIMIT:
+            # any other model (a VAE re-encoding the user, KGCN, popularity): a trained model is frozen,
+            # so every user's scores are computed once here, batched, and a request is a masked topk
+            with torch.inference_mode():
+                self.S = torch.cat([model.score_users(torch.arange(lo, min(lo + 256, run.n_users))).float()
+                                    for lo in range(0, run.n_users, 256)]).contiguous()
         self.new_users = hasattr(model, "fold_in")
         # genres as a multi-hot matrix, for the genre profiles
         genres = run.item_genres or [[] for _ in range(run.n_items)]
@@ -329,11 +340,11 @@ class Service:
         run = self.run
         u = run.user_index(raw_user)
         lo, hi = self.seen_indptr[u], self.seen_indptr[u + 1]
-        if self.U is None:  # a model without an embedding space: its own scorer
+        if self.U is None and self.S is None:  # too large to precompute: the model's own scorer
             out = recommend_for_user(run, raw_user, k)
         else:
             with torch.inference_mode():
-                scores = self.U[u] @ self.IT
+                scores = self.U[u] @ self.IT if self.U is not None else self.S[u].clone()
                 scores.index_fill_(0, self.seen_t[lo:hi], -math.inf)
                 values, indices = torch.topk(scores, min(k, self.n_items))
             meta = self.item_meta
