@@ -47,9 +47,31 @@ def _title(run, i: int) -> str:
     return f"item {int(run.item_ids[i])}"
 
 
+def _frozen(run) -> dict:
+    """Per-run values that depend only on the trained weights (entity names, every node's dominant
+    factor), computed once and dropped when the weights change."""
+    model = run.model
+    version = tuple(p._version for p in model.parameters())
+    cache = getattr(run, "_intrinsic_cache", None)
+    if cache is None or cache["model"] is not model or cache["version"] != version:
+        names = run.extras.get("entity_names")
+        cache = {"model": model, "version": version, "dominant": model.dominant_factors(),
+                 "names": [str(x) for x in names] if names is not None else []}
+        try:
+            run._intrinsic_cache = cache
+        except AttributeError:  # pragma: no cover - a run type without attributes
+            pass
+    return cache
+
+
 def _entity_names(run) -> list[str]:
-    names = run.extras.get("entity_names")
-    return [str(x) for x in names] if names is not None else []
+    return _frozen(run)["names"]
+
+
+def prepare(run) -> None:
+    """Entity names and dominant factors now (``whyrec serve`` start-up)."""
+    _model(run)
+    _frozen(run)
 
 
 def importances(run, user_idx: int, item_idx: int) -> dict[int, float]:
@@ -76,7 +98,7 @@ def explain_run(run, user_idx: int, item_idx=None, top: int = 10, **_options) ->
         item_idx = _top_item(run, user_idx)
     u, t = int(user_idx), int(item_idx)
     imp = model.importance(u, t, history=hist)
-    dom = model.dominant_factors()
+    dom = _frozen(run)["dominant"]
     names = _entity_names(run)
     it_tot = float(imp["item_scores"].sum()) or 1.0
     en_tot = float(imp["entity_scores"].sum()) or 1.0
