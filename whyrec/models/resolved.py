@@ -276,17 +276,20 @@ class Resolved(Recommender):
         mu, logvar = self.g_ent(y)
         return mu, logvar, y, p_ent
 
-    def encode(self, hist_norm: Tensor, sample: bool = False, item_parts=None) -> Segments:
+    def encode(self, hist_norm: Tensor, sample: bool = False, item_parts=None,
+               p_itm: Optional[Tensor] = None) -> Segments:
         """User segments from row-normalized histories ``hist_norm`` ``(b, n_items)``
         (a torch sparse CSR or dense tensor whose row ``u`` holds ``1/|N_u|`` on ``N_u``).
 
         ``sample``: reparameterized samples (training); else means. ``item_parts``: the
-        result of :meth:`item_entity_segments` if already computed."""
+        result of :meth:`item_entity_segments` if already computed; ``p_itm`` that of
+        :meth:`item_affiliation`."""
         D, C1, C2 = self.dims
         if item_parts is None:
             item_parts = self.item_entity_segments()
         ent_mu_t, ent_logvar_t, _, _ = item_parts
-        p_itm = self.item_affiliation()
+        if p_itm is None:
+            p_itm = self.item_affiliation()
         zt = self.item_self.weight
         if sample:
             zt = zt + torch.randn_like(zt) * torch.exp(0.5 * self.item_self_logvar.weight)
@@ -387,15 +390,24 @@ class Resolved(Recommender):
             self._ip_key = key
         return self._ip
 
+    def _affiliations_cached(self) -> tuple[Tensor, Tensor]:
+        """``(p(t, c), p(e, c))`` of the current weights, computed once (inference only)."""
+        key = tuple((p._version, p.data_ptr()) for p in self.parameters())
+        if getattr(self, "_aff_key", None) != key:
+            with torch.no_grad():
+                self._aff = (self.item_affiliation().detach(), self.entity_affiliation().detach())
+            self._aff_key = key
+        return self._aff
+
     def invalidate_cache(self) -> None:
         self._ip_key = None
+        self._aff_key = None
 
     # ------------------------------------------------------------------ explanations (appendix A.1)
     def dominant_factors(self) -> dict[str, np.ndarray]:
         """``{"items": (n_items,), "entities": (n_entities,)}``: argmax_c p(v, c)."""
-        with torch.no_grad():
-            return {"items": self.item_affiliation().argmax(1).cpu().numpy(),
-                    "entities": self.entity_affiliation().argmax(1).cpu().numpy()}
+        p_itm, p_ent = self._affiliations_cached()
+        return {"items": p_itm.argmax(1).cpu().numpy(), "entities": p_ent.argmax(1).cpu().numpy()}
 
     def importance(self, user: int, item: int, history: Optional[np.ndarray] = None) -> dict:
         """Appendix A.1: importance ``s(j, c; u, t)`` of each history item and each entity
@@ -452,12 +464,14 @@ class Resolved(Recommender):
             return cached[1]
         h = sp.csr_matrix((np.full(len(history), 1.0, np.float32), (np.zeros(len(history), np.int64), history)),
                           shape=(1, self.n_items))
-        seg = self.encode(self.histories_tensor(h), sample=False, item_parts=self._item_parts_cached())
+        p_itm, p_ent_all = self._affiliations_cached()
+        with torch.no_grad():
+            seg = self.encode(self.histories_tensor(h), sample=False, item_parts=self._item_parts_cached(), p_itm=p_itm)
         sub = self.a_ie[history]
         deg = np.asarray(sub.sum(1)).ravel()
         reach = np.asarray((sp.diags(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)) @ sub).sum(0)).ravel()
         ents = np.flatnonzero(reach > 0)
-        p_ent = self.entity_affiliation()[torch.from_numpy(ents)]
+        p_ent = p_ent_all[torch.from_numpy(ents)]
         part = (seg, seg["p_itm"], ents, torch.from_numpy(reach[ents].astype(np.float32)), p_ent)
         self._up_cache = (key, part)
         return part
