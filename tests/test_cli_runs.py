@@ -139,6 +139,19 @@ def test_unknown_model_and_bad_k(tmp_path, pop_run):
     fails(["evaluate", pop_run, "--k", "ten"], "--k expects positive integers")
 
 
+def test_cosine_schedule_from_the_command_line(tmp_path):
+    out = tmp_path / "cos"
+    ok(["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--model", "mf", "--out", out, "--epochs", "3",
+        "--lr", "0.01", "--lr-schedule", "cosine", "--lr-min", "0.001", "--no-progress", "--threads", "1"])
+    import pandas as pd
+
+    lrs = pd.read_csv(out / "curves.csv")["lr"].tolist()
+    assert lrs == pytest.approx([0.01, 0.001 + 0.009 * 0.75, 0.001 + 0.009 * 0.25])  # (1 + cos(pi e/3)) / 2
+    fails(["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--lr-schedule", "step", "--out", tmp_path / "s"],
+          "--lr-schedule must be one of constant, cosine")
+    assert not (tmp_path / "s").exists()
+
+
 def test_models_lists_recipes():
     out = ok(["models"]).stdout
     for name in ("lightgcn", "mf", "pop"):

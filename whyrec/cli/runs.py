@@ -54,6 +54,10 @@ def train(
     epochs: int = typer.Option(1000, help="Maximum epochs (paper: 1000)."),
     batch_size: int = typer.Option(2048, help="BPR triples per batch (paper: 2048)."),
     lr: float = typer.Option(1e-3, help="Adam learning rate (paper: 1e-3)."),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule",
+                                    help="constant (paper) or cosine: a half cosine from --lr to --lr-min over --epochs "
+                                         "(BPR and BCE trainers)."),
+    lr_min: float = typer.Option(0.0, "--lr-min", help="Final learning rate of --lr-schedule cosine."),
     layers: int = typer.Option(3, help="LightGCN propagation layers K (paper: 3)."),
     dim: int = typer.Option(64, help="Embedding size (paper: 64)."),
     reg: float = typer.Option(1e-4, help="L2 weight on the batch's layer-0 embeddings (paper: 1e-4)."),
@@ -81,6 +85,10 @@ def train(
     options = {"dim": dim, "layers": layers, "features": features, **parse_opts(opt)}
     model_config = recipe.model_config(options)
     ks = parse_ks(k, (10, 20))
+    from ..train.loop import LR_SCHEDULES
+
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     created = not out.exists()
     out = prepare_run_dir(out, overwrite)
     try:
@@ -98,7 +106,8 @@ def train(
         torch.manual_seed(seed)  # the initial weights too are a function of --seed
         net = recipe.build(inputs, model_config)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, reg=reg, seed=seed, eval_every=eval_every,
-                             patience=patience or None, device=device, num_threads=threads)
+                             patience=patience or None, device=device, num_threads=threads, lr_schedule=lr_schedule,
+                             lr_min=lr_min)
         trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
         hist = trainer(net, inputs, monitor_m, config, out, progress)
         net.eval()
