@@ -171,3 +171,15 @@ def test_dataset_without_kg_is_refused(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "knowledge graph" in lines[0] and "ml-100k" in lines[0] and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_generic_flags_default_to_the_models_own_values_and_a_given_flag_is_used(tmp_path):
+    """No flag: the KGCN paper's lr 5e-4 / batch 128 / d 16; `--lr 0.001` (LightGCN's default value)
+    is used as given, not mistaken for "not given"."""
+    _train(tmp_path / "plain", "kgcn", "--epochs", "1")
+    cfg = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert cfg["train_config"]["lr"] == 5e-4 and cfg["train_config"]["batch_size"] == 128
+    assert cfg["model_config"]["dim"] == 16
+    _train(tmp_path / "given", "kgcn", "--epochs", "1", "--lr", "0.001", "--dim", "64")
+    cfg = json.loads((tmp_path / "given" / "config.json").read_text())
+    assert cfg["train_config"]["lr"] == 0.001 and cfg["model_config"]["dim"] == 64

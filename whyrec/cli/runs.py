@@ -51,18 +51,20 @@ def train(
         None, help="user-holdout, edge, heldout-users or official (default: the dataset's own)."),
     min_rating: float = typer.Option(4.0, help="Ratings >= this are positives (explicit data)."),
     valid_ratio: float = typer.Option(0.0, help="official split: share of each user's training moved to validation."),
-    epochs: int = typer.Option(1000, help="Maximum epochs (paper: 1000)."),
-    batch_size: int = typer.Option(2048, help="BPR triples per batch (paper: 2048)."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate (paper: 1e-3)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default: the model's; LightGCN: the paper's 1000)."),
+    batch_size: Optional[int] = typer.Option(
+        None, help="Training examples per batch (default: the model's; LightGCN: the paper's 2048)."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default: the model's; LightGCN: the paper's 1e-3)."),
     lr_schedule: str = typer.Option("constant", "--lr-schedule",
                                     help="constant (paper) or cosine: a half cosine from --lr to --lr-min over --epochs "
                                          "(BPR and BCE trainers)."),
     lr_min: float = typer.Option(0.0, "--lr-min", help="Final learning rate of --lr-schedule cosine."),
-    layers: int = typer.Option(3, help="LightGCN propagation layers K (paper: 3)."),
-    dim: int = typer.Option(64, help="Embedding size (paper: 64)."),
-    reg: float = typer.Option(1e-4, help="L2 weight on the batch's layer-0 embeddings (paper: 1e-4)."),
+    layers: Optional[int] = typer.Option(None, help="LightGCN propagation layers K (default 3, the paper's)."),
+    dim: Optional[int] = typer.Option(None, help="Embedding size (default: the model's; LightGCN: the paper's 64)."),
+    reg: Optional[float] = typer.Option(
+        None, help="L2 weight (default: the model's; LightGCN: the paper's 1e-4 on the batch's layer-0 rows)."),
     seed: int = typer.Option(2020, help="Seed for the split, initialisation and sampling."),
-    eval_every: int = typer.Option(20, help="Evaluate on validation every N epochs."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate on validation every N epochs (default: the model's; 20)."),
     patience: int = typer.Option(5, help="Stop after this many evaluations without a better recall@20 (0: never)."),
     eval_on_test: bool = typer.Option(
         False, "--eval-on-test", help="Monitor the test split during training, as the LightGCN authors' code does "
@@ -82,7 +84,9 @@ def train(
     from ..train.recipes import ModelInputs, get_recipe
 
     recipe = get_recipe(model)
-    options = {"dim": dim, "layers": layers, "features": features, **parse_opts(opt)}
+    options = {**recipe.model_options(dim, layers), "features": features, **parse_opts(opt)}
+    train_values = recipe.train_config({"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg,
+                                        "eval_every": eval_every})
     model_config = recipe.model_config(options)
     ks = parse_ks(k, (10, 20))
     from ..train.loop import LR_SCHEDULES
@@ -105,9 +109,8 @@ def train(
         inputs = ModelInputs(data.n_users, data.n_items, train_m, extras)
         torch.manual_seed(seed)  # the initial weights too are a function of --seed
         net = recipe.build(inputs, model_config)
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, reg=reg, seed=seed, eval_every=eval_every,
-                             patience=patience or None, device=device, num_threads=threads, lr_schedule=lr_schedule,
-                             lr_min=lr_min)
+        config = TrainConfig(**train_values, seed=seed, patience=patience or None, device=device,
+                             num_threads=threads, lr_schedule=lr_schedule, lr_min=lr_min)
         trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
         hist = trainer(net, inputs, monitor_m, config, out, progress)
         net.eval()

@@ -40,7 +40,11 @@ class Recipe:
     (``dim``, ``layers``, ``features`` and the free ``--opt key=value`` pairs);
     ``fit(model, inputs, valid, train_config, out_dir, progress) -> History`` trains it
     (``None``: BPR via :func:`whyrec.train.loop.fit`);
-    ``explain_methods``: the ``whyrec explain --method`` values it supports."""
+    ``explain_methods``: the ``whyrec explain --method`` values it supports;
+    ``train_defaults``: this model's values for the generic training flags it does not share
+    with LightGCN (``TrainConfig`` field -> value, e.g. ``{"lr": 5e-4}``); ``model_defaults``:
+    the same for ``dim``/``layers`` (``None``: the model has no such setting). ``whyrec train``
+    uses them for every flag the user did not give."""
 
     name: str
     build: Callable
@@ -49,6 +53,18 @@ class Recipe:
     extras: Optional[Callable] = None
     fit: Optional[Callable] = None
     explain_methods: tuple[str, ...] = ()
+    train_defaults: dict = field(default_factory=dict)
+    model_defaults: dict = field(default_factory=dict)
+
+    def train_config(self, given: dict) -> dict:
+        """``TrainConfig`` keyword arguments: the recipe's defaults, then the flags in ``given``."""
+        return {**self.train_defaults, **{k: v for k, v in given.items() if v is not None}}
+
+    def model_options(self, dim, layers) -> dict:
+        """``dim``/``layers`` for :attr:`model_config`: the given flag, else this model's default
+        (LightGCN's 64 and 3 unless :attr:`model_defaults` says otherwise)."""
+        return {"dim": dim if dim is not None else self.model_defaults.get("dim", 64),
+                "layers": layers if layers is not None else self.model_defaults.get("layers", 3)}
 
 
 def _discover() -> dict[str, Recipe]:

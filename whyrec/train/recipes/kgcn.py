@@ -10,10 +10,9 @@ user and item rows, see :mod:`whyrec.models.kgcn`). The paper trains 10 epochs; 
 ``--eval-every`` and ``--patience`` keep the CLI's defaults (1000, 20, 5: early stopping on validation
 decides), because at lr 5e-4 ten epochs are barely past the popularity ranking on our Last.fm split.
 
-The generic flags ``--dim``, ``--lr`` and ``--batch-size`` default to LightGCN's values (64, 1e-3,
-2048); as for ``--model resolved`` they are used here only when given a value different from those
-defaults (so ``--lr 0.001``, LightGCN's default, cannot be asked for; use e.g. ``--lr 0.00100001``).
-``--layers`` is not KGCN's: use ``--opt n_iter``.
+The generic flags ``--dim``, ``--lr``, ``--batch-size`` and ``--reg`` default to these values for
+this model (:attr:`Recipe.train_defaults` / ``model_defaults``); a given flag wins. ``--layers`` is
+not KGCN's: use ``--opt n_iter``.
 
 ``extras.npz``: ``kg_triples`` ``(n, 3)`` int64 (head, relation, tail; item ``i`` is entity ``i``),
 ``n_entities`` and ``n_relations`` (``(1,)`` int64). A dataset without a KG is refused.
@@ -22,8 +21,6 @@ defaults (so ``--lr 0.001``, LightGCN's default, cannot be asked for; use e.g. `
 from __future__ import annotations
 
 import sys
-from dataclasses import fields, replace
-
 import numpy as np
 
 from ...models.kgcn import AGGREGATORS, KGCN, KGCNConfig
@@ -32,8 +29,6 @@ from . import Recipe
 
 #: the paper's Last.fm settings for the generic training flags (TrainConfig field -> value)
 TRAIN_DEFAULTS = {"lr": 5e-4, "batch_size": 128, "reg": 1e-4}
-_CLI_DIM_DEFAULT = 64  # `whyrec train --dim` default (LightGCN's)
-_CLI_LAYERS_DEFAULT = 3
 _OPTS = {"n_neighbors": int, "n_iter": int, "aggregator": str, "neighbor_seed": int}
 
 
@@ -54,11 +49,9 @@ def model_config(o: dict) -> dict:
     if unknown:
         raise ValueError(f"kgcn does not know --opt {', '.join(unknown)}; "
                          f"it takes {', '.join(_OPTS)}")
-    if o.get("layers", _CLI_LAYERS_DEFAULT) != _CLI_LAYERS_DEFAULT:
+    if o.get("layers") is not None:
         raise ValueError("kgcn has no --layers; set the receptive-field depth with --opt n_iter=H")
-    cfg = {"dim": KGCNConfig.dim}
-    if o.get("dim") not in (None, _CLI_DIM_DEFAULT):
-        cfg["dim"] = int(o["dim"])
+    cfg = {"dim": int(o["dim"]) if o.get("dim") is not None else KGCNConfig.dim}
     for key, kind in _OPTS.items():
         if key in o:
             value = o[key]
@@ -81,19 +74,10 @@ def build(inputs, config: dict) -> KGCN:
                 int(np.asarray(ex["n_relations"]).reshape(-1)[0]), KGCNConfig(**config))
 
 
-def resolve_train_config(train_config: TrainConfig) -> TrainConfig:
-    """The recipe's defaults for every generic flag left at the CLI (LightGCN) default."""
-    base = TrainConfig()
-    names = {f.name for f in fields(TrainConfig)}
-    over = {k: v for k, v in TRAIN_DEFAULTS.items()
-            if k in names and getattr(train_config, k) == getattr(base, k)}
-    return replace(train_config, **over)
-
-
 def fit(model, inputs, valid, train_config: TrainConfig, out_dir, progress):
     from ..bce import fit_bce
 
-    config = resolve_train_config(train_config)
+    config = train_config
     mc = model.config
     print(f"note: kgcn: dim={mc.dim} n_neighbors={mc.n_neighbors} n_iter={mc.n_iter} aggregator={mc.aggregator} "
           f"lr={config.lr} batch_size={config.batch_size} l2={config.reg} epochs={config.epochs} "
@@ -109,4 +93,6 @@ RECIPE = Recipe(
     extras=extras,
     fit=fit,
     explain_methods=(),
+    train_defaults=TRAIN_DEFAULTS,
+    model_defaults={"dim": KGCNConfig.dim, "layers": None},
 )

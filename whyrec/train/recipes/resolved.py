@@ -6,10 +6,10 @@ Model settings come from ``--opt KEY=VALUE`` (defaults: the seed's Table 1 for L
 ``first_term`` (false), and the training settings ``epochs`` (100), ``lr`` (2e-4),
 ``l2`` (1e-8), ``batch_users`` (128), ``eval_every`` (5).
 
-The generic ``whyrec train`` flags ``--dim``, ``--epochs``, ``--lr``, ``--batch-size``,
-``--reg`` and ``--eval-every`` default to LightGCN's values; they are used for this
-model only when given a value different from those defaults (and no ``--opt`` names
-the same setting), so a plain ``whyrec train --model resolved`` runs Table 1.
+The generic ``whyrec train`` flags ``--dim`` (D), ``--epochs``, ``--lr``, ``--batch-size``
+(users per batch), ``--reg`` (l2) and ``--eval-every`` default to Table 1 for this model
+(:attr:`Recipe.train_defaults`), so a plain ``whyrec train --model resolved`` runs Table 1; a
+setting named by ``--opt`` wins over the flag.
 Extras: the entity graph of :mod:`whyrec.data.entities` (Last.fm KG; genres, decades
 and tags for MovieLens; Gowalla has none and is refused).
 """
@@ -28,13 +28,15 @@ _KEYS = {"D": "dim", "dim_segment": "dim", "C": "n_factors", "C1": "n_entity_fac
          "gamma": "gamma", "beta": "beta", "anneal_epochs": "anneal_epochs", "first_term": "first_term",
          "epochs": "epochs", "lr": "lr", "l2": "l2", "batch_users": "batch_users", "eval_every": "eval_every",
          "init_std": "init_std", "input_dropout": "input_dropout"}
-_CLI_DIM_DEFAULT = 64
+#: Table 1 for the generic training flags (TrainConfig field -> ResolvedConfig value)
+_TRAIN_FIELDS = {"epochs": "epochs", "lr": "lr", "batch_size": "batch_users", "reg": "l2", "eval_every": "eval_every"}
+TRAIN_DEFAULTS = {flag: getattr(ResolvedConfig, field) for flag, field in _TRAIN_FIELDS.items()}
 
 
 def model_config_from_options(options: dict, defaults: dict | None = None) -> dict:
-    """``--opt`` values (and a non-default ``--dim``) -> ResolvedConfig fields."""
+    """``--opt`` values (and ``--dim``) -> ResolvedConfig fields."""
     cfg = dict(defaults or {})
-    if options.get("dim") not in (None, _CLI_DIM_DEFAULT):
+    if options.get("dim") is not None:
         cfg["dim"] = int(options["dim"])
     known = set(_KEYS) | {"dim", "layers", "features"}
     unknown = sorted(k for k in options if k not in known)
@@ -61,21 +63,15 @@ def extras(data, train_index):
 
 
 def fit(model, inputs, valid, train_config: TrainConfig, out_dir, progress):
-    """ELBO training; CLI training flags override the model's Table 1 settings only when
-    they differ from the CLI defaults (see the module docstring)."""
+    """ELBO training with ``train_config``'s epochs, lr, batch size (users), l2 and evaluation
+    interval (``whyrec train`` fills them from Table 1 unless a flag is given), except for the
+    settings ``--opt`` named."""
     from ..elbo import fit_elbo
 
-    d = TrainConfig()
-    over = {}
     opts = getattr(model, "_explicit", set())
-    for flag, field, default in (("epochs", "epochs", d.epochs), ("lr", "lr", d.lr),
-                                 ("batch_size", "batch_users", d.batch_size), ("reg", "l2", d.reg),
-                                 ("eval_every", "eval_every", d.eval_every)):
-        value = getattr(train_config, flag)
-        if value != default and field not in opts:
-            over[field] = value
-    for field, value in over.items():
-        setattr(model.config, field, type(getattr(model.config, field))(value))
+    for flag, field in _TRAIN_FIELDS.items():
+        if field not in opts:
+            setattr(model.config, field, type(getattr(model.config, field))(getattr(train_config, flag)))
     mc = model.config
     print(f"note: {RECIPE.name}: D={mc.dim} C1={mc.c1} C2={mc.c2} gamma={mc.gamma} epochs={mc.epochs} lr={mc.lr} "
           f"l2={mc.l2} batch_users={mc.batch_users} beta={mc.beta} anneal_epochs={mc.anneal_epochs} "
@@ -87,6 +83,8 @@ RECIPE = Recipe(
     name="resolved",
     build=build,
     model_config=lambda o: model_config_from_options(o),
+    train_defaults=TRAIN_DEFAULTS,
+    model_defaults={"dim": ResolvedConfig.dim},
     description="seed 002: factorized graph VAE over users, items, KG entities (ELBO); --opt D=16 C=4 gamma=0.1",
     extras=extras,
     fit=fit,

@@ -5,7 +5,7 @@ graph VAE ablation (the seed's VGAE row). Default segment size D = 64, the seed'
 
 from __future__ import annotations
 
-from .resolved import build, extras, fit, model_config_from_options
+from .resolved import TRAIN_DEFAULTS, build, extras, fit, model_config_from_options
 from . import Recipe
 
 
@@ -25,4 +25,6 @@ RECIPE = Recipe(
     extras=extras,
     fit=fit,
     explain_methods=("intrinsic", "paths"),
+    train_defaults=TRAIN_DEFAULTS,
+    model_defaults={"dim": 64},
 )
