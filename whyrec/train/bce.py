@@ -36,9 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .loop import History, TrainConfig, _adam, minibatch_steps, run_epochs, set_epoch_lr
+from .loop import History, TrainConfig, minibatch_steps, run_epochs, sampled_setup, set_epoch_lr
 from .losses import l2_reg
-from .sampling import UniformNegativeSampler
 
 __all__ = ["fit_bce", "observed_pairs"]
 
@@ -75,11 +74,7 @@ def fit_bce(model, train_csr, valid_csr=None, config: Optional[TrainConfig] = No
     if n == 0:
         raise ValueError("no observed ratings to train on")
     state: dict = {}
-
-    def setup(device: torch.device) -> None:
-        state["device"] = device
-        state["sampler"] = UniformNegativeSampler(train_csr, seed=config.seed)
-        state["opt"] = _adam(model.parameters(), config.lr, device)
+    setup = sampled_setup(model, train_csr, config, state)
 
     def bce_epoch(epoch: int) -> dict:
         device, sampler, opt = state["device"], state["sampler"], state["opt"]

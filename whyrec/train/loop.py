@@ -152,6 +152,20 @@ def _run_eval(model, evaluate, train, valid, ks) -> dict:
 EpochFn = Callable[[int], dict]
 
 
+def sampled_setup(model: Recommender, train_csr, config: TrainConfig, state: dict) -> Callable[[torch.device], None]:
+    """The ``setup`` of :func:`run_epochs` for the trainers that sample negatives (BPR, BCE): puts
+    the device, a :class:`UniformNegativeSampler` and Adam into ``state``. An unknown
+    ``config.lr_schedule`` fails here, before any work."""
+    epoch_lr(config, 1)
+
+    def setup(device: torch.device) -> None:
+        state["device"] = device
+        state["sampler"] = UniformNegativeSampler(train_csr, seed=config.seed)
+        state["opt"] = _adam(model.parameters(), config.lr, device)
+
+    return setup
+
+
 def minibatch_steps(opt: torch.optim.Optimizer, tensors: tuple, batch_size: int,
                     batch_loss: Callable[..., dict]) -> dict:
     """One pass over the rows of ``tensors`` (same length, already shuffled) in batches of
@@ -301,15 +315,10 @@ def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainCon
         weights (in eval mode).
     """
     config = config or TrainConfig()
-    epoch_lr(config, 1)  # an unknown schedule fails here, before any work
     if getattr(model, "trainable", True) and getattr(model, "adj", False) is None and hasattr(model, "set_graph"):
         model.set_graph(train_csr)
     state: dict = {}
-
-    def setup(device: torch.device) -> None:
-        state["device"] = device
-        state["sampler"] = UniformNegativeSampler(train_csr, seed=config.seed)
-        state["opt"] = _adam(model.parameters(), config.lr, device)
+    setup = sampled_setup(model, train_csr, config, state)
 
     def bpr_epoch(epoch: int) -> dict:
         device, sampler, opt = state["device"], state["sampler"], state["opt"]
