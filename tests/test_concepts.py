@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 from conftest import dataset_dir
 from whyrec.cli import app
 from whyrec.explain.concepts import (ConceptActivationVectors, ConceptError, ConceptSignificanceTest, GenreHistory,
-                                     agreement, cosine_matrix, genre_matrix, pca_2d, rank_genres, select_genres,
-                                     sensitivities)
+                                     agreement, cosine_matrix, genre_matrix, pca_2d, rank_genres, select_genres)
 
 
 # ----------------------------------------------------------------------------------------------- synthetic

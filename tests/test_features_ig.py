@@ -16,7 +16,7 @@ from conftest import dataset_dir
 from whyrec.cli import app
 from whyrec.explain import features as F
 from whyrec.explain import history as H
-from whyrec.graph import normalized_adjacency, propagate_final
+from whyrec.graph import propagate_final
 from whyrec.models import LightGCN, LightGCNConfig
 from whyrec.models.lightgcn_features import LightGCNFeatures, LightGCNFeaturesConfig
 from whyrec.run import load_run

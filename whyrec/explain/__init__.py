@@ -87,5 +87,25 @@ def available_methods(run) -> tuple[str, ...]:
     return tuple(out)
 
 
-__all__ = ["METHODS", "MethodUnavailable", "UnsupportedMethod", "available_methods", "explainer",
+def run_cache(run, name: str) -> dict:
+    """A dict kept on ``run`` for explainer ``name``'s per-run work (fitted CAVs, dominant factors,
+    ...), emptied whenever another model is put on the run or the model's weights change
+    (``model._version()`` where the model has one, else every parameter's in-place version)."""
+    model = run.model
+    version_fn = getattr(model, "_version", None)  # nn.Module has an int ``_version`` of its own
+    version = version_fn() if callable(version_fn) else tuple((p._version, p.data_ptr()) for p in model.parameters())
+    caches = getattr(run, "_explain_caches", None)
+    if caches is None:
+        caches = {}
+        try:
+            run._explain_caches = caches
+        except AttributeError:  # pragma: no cover - a run type without attributes: nothing is kept
+            pass
+    entry = caches.get(name)
+    if entry is None or entry[0] is not model or entry[1] != version:
+        entry = caches[name] = (model, version, {})
+    return entry[2]
+
+
+__all__ = ["METHODS", "run_cache", "MethodUnavailable", "UnsupportedMethod", "available_methods", "explainer",
            "explanation_module", "supported_methods"]

@@ -599,18 +599,11 @@ def fitted_concepts(run, requested: Optional[Sequence[str]] = None, seed: int = 
     instead of re-running G logistic regressions per request; the cache is dropped when the model's
     weights change (``model._version()``) or another model is put on the run.
     """
-    model = run.model
-    version_fn = getattr(model, "_version", None)  # nn.Module has an int ``_version`` of its own
-    version = version_fn() if callable(version_fn) else tuple(p._version for p in model.parameters())
+    from . import run_cache
+
+    fits = run_cache(run, "concepts")
     key = (tuple(requested) if requested else None, int(seed), int(min_items))
-    cache = getattr(run, "_concepts_cache", None)
-    if cache is None or cache.get("model") is not model or cache.get("version") != version:
-        cache = {"model": model, "version": version, "fits": {}}
-        try:
-            run._concepts_cache = cache
-        except AttributeError:  # pragma: no cover - a run type without attributes
-            pass
-    fitted = cache["fits"].get(key)
+    fitted = fits.get(key)
     if fitted is None:
         M, names = run_genres(run)
         cols, _ = select_genres(M, names, requested, min_items)
@@ -620,7 +613,7 @@ def fitted_concepts(run, requested: Optional[Sequence[str]] = None, seed: int = 
         S = cavs.sensitivities(E_u)
         std = S.std(0)
         fitted = FittedConcepts(key, M, names, cavs, S, S.mean(0), np.where(std > 0, std, 1.0), E_u, E_i)
-        cache["fits"][key] = fitted
+        fits[key] = fitted
     return fitted
 
 

@@ -127,10 +127,8 @@ def _kept(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.array([np.isin(a, b).mean() for a, b in zip(after, before)])
 
 
-def _recall_at_k(scores: torch.Tensor, train_rows: sp.csr_matrix, test_rows: sp.csr_matrix, k: int = K,
-                 top: Optional[np.ndarray] = None) -> np.ndarray:
-    if top is None:
-        top = _top_masked(scores, train_rows, k)
+def _recall(top: np.ndarray, test_rows: sp.csr_matrix) -> np.ndarray:
+    """Per row, Recall of the ranked items ``top`` ``(n, k)`` against row ``r`` of ``test_rows``."""
     out = np.zeros(len(top))
     for r in range(len(top)):
         tests = test_rows[r].indices
@@ -181,7 +179,7 @@ def evaluate_faithfulness(run, method: str, removes=(1, 2, 5, 10), runs: int = 5
         # lightgcn it equals score_users; for nmf it is the NNLS fold-in of the full history)
         base_scores = rescore(run, users, train_rows)
     top_before = _top_masked(base_scores, train_rows)
-    rec_before = _recall_at_k(base_scores, train_rows, test_rows, top=top_before)
+    rec_before = _recall(top_before, test_rows)
     # 2. importance per user (deterministic methods: once)
     totals = None
     if fn is not None:
@@ -223,7 +221,7 @@ def evaluate_faithfulness(run, method: str, removes=(1, 2, 5, 10), runs: int = 5
             reduced = _rows([orders[r][m:] for r in sel], run.n_items)
             new_scores = rescore(run, users[sel], reduced)
             top_after = _top_masked(new_scores, train_rows[sel])
-            after = _recall_at_k(new_scores, train_rows[sel], test_rows[sel], top=top_after)
+            after = _recall(top_after, test_rows[sel])
             kept[m].append(float(_kept(top_before[sel], top_after).mean()))
             before = rec_before[sel].mean()
             shifts[m].append(float((before - after.mean()) / before) if before > 0 else 0.0)

@@ -146,17 +146,12 @@ class _Basis:
         self.GH = torch.stack(GH) if K else torch.zeros(0, len(nodes), len(hist), dtype=torch.float64)
         self.Gu = torch.stack(Gu) if K else torch.zeros(0, len(nodes), dtype=torch.float64)
         self.M: list = [None] * max(0, K - 1)
-        q = None
-        for i in range(0, K - 1, 2):  # even powers only: odd ones vanish between items
-            if i == 0:
-                continue
-            if q is None:
-                q = torch.zeros(ctx.adj.shape[0], len(hist), dtype=torch.float64)
-                q[hnodes, torch.arange(len(hist))] = 1.0
-                q_half, half = q, 0
-            while half < i // 2:
-                q_half, half = sym_spmm(ctx.adj, q_half), half + 1
-            self.M[i] = q_half.T @ q_half  # (Â^{i/2})_{:,H}ᵀ (Â^{i/2})_{:,H}
+        if K >= 4:  # even powers i >= 2 only (i = 0 is the identity, odd ones vanish between items)
+            q = torch.zeros(ctx.adj.shape[0], len(hist), dtype=torch.float64)
+            q[hnodes, torch.arange(len(hist))] = 1.0  # (Â^0)_{:,H}
+            for i in range(2, K - 1, 2):
+                q = sym_spmm(ctx.adj, q)  # (Â^{i/2})_{:,H}
+                self.M[i] = q.T @ q
         layers = ctx.layers()
         self.Lx = torch.stack([E[nodes] for E in layers])
         self.LH = torch.stack([E[hnodes] for E in layers])

@@ -50,17 +50,13 @@ def _title(run, i: int) -> str:
 def _frozen(run) -> dict:
     """Per-run values that depend only on the trained weights (entity names, every node's dominant
     factor), computed once and dropped when the weights change."""
-    model = run.model
-    version = tuple(p._version for p in model.parameters())
-    cache = getattr(run, "_intrinsic_cache", None)
-    if cache is None or cache["model"] is not model or cache["version"] != version:
+    from . import run_cache
+
+    cache = run_cache(run, "intrinsic")
+    if not cache:
         names = run.extras.get("entity_names")
-        cache = {"model": model, "version": version, "dominant": model.dominant_factors(),
-                 "names": [str(x) for x in names] if names is not None else []}
-        try:
-            run._intrinsic_cache = cache
-        except AttributeError:  # pragma: no cover - a run type without attributes
-            pass
+        cache["dominant"] = run.model.dominant_factors()
+        cache["names"] = [str(x) for x in names] if names is not None else []
     return cache
 
 

@@ -382,8 +382,12 @@ class Resolved(Recommender):
     def score_vectors(self, user_vectors: Tensor) -> Tensor:
         raise NotImplementedError("Resolved scores are not dot products of one user vector; use score_histories")
 
+    def _weights_key(self) -> tuple:
+        """Changes whenever any parameter is modified in place or replaced (keys the caches below)."""
+        return tuple((p._version, p.data_ptr()) for p in self.parameters())
+
     def _item_parts_cached(self):
-        key = tuple((p._version, p.data_ptr()) for p in self.parameters())
+        key = self._weights_key()
         if getattr(self, "_ip_key", None) != key:
             with torch.no_grad():
                 self._ip = tuple(t.detach() for t in self.item_entity_segments())
@@ -392,7 +396,7 @@ class Resolved(Recommender):
 
     def _affiliations_cached(self) -> tuple[Tensor, Tensor]:
         """``(p(t, c), p(e, c))`` of the current weights, computed once (inference only)."""
-        key = tuple((p._version, p.data_ptr()) for p in self.parameters())
+        key = self._weights_key()
         if getattr(self, "_aff_key", None) != key:
             with torch.no_grad():
                 self._aff = (self.item_affiliation().detach(), self.entity_affiliation().detach())
@@ -458,7 +462,7 @@ class Resolved(Recommender):
     def _user_part(self, history: np.ndarray):
         """What :meth:`importance` needs from the user alone (cached for the last history):
         segments, ``p(t, c)``, reachable entities, ``Σ_{m∈N_u} 1(m,j)/|N_m|`` and their ``p(j, c)``."""
-        key = (history.tobytes(), tuple((p._version, p.data_ptr()) for p in self.parameters()))
+        key = (history.tobytes(), self._weights_key())
         cached = getattr(self, "_up_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]

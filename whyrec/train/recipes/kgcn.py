@@ -74,10 +74,9 @@ def build(inputs, config: dict) -> KGCN:
                 int(np.asarray(ex["n_relations"]).reshape(-1)[0]), KGCNConfig(**config))
 
 
-def fit(model, inputs, valid, train_config: TrainConfig, out_dir, progress):
+def fit(model, inputs, valid, config: TrainConfig, out_dir, progress):
     from ..bce import fit_bce
 
-    config = train_config
     mc = model.config
     print(f"note: kgcn: dim={mc.dim} n_neighbors={mc.n_neighbors} n_iter={mc.n_iter} aggregator={mc.aggregator} "
           f"lr={config.lr} batch_size={config.batch_size} l2={config.reg} epochs={config.epochs} "
