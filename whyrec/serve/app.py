@@ -22,8 +22,11 @@ a supported method whose module is not part of this version of whyrec a 501.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
+import queue
 import re
 import threading
 from collections import OrderedDict
@@ -299,7 +302,6 @@ class Service:
         labels = [run.titles().label(i) for i in range(run.n_items)]
         self.search_keys = [normalize_title(t) for t in labels]
         self.by_popularity = np.argsort(-self.popularity, kind="stable")
-        import os
 
         #: explanations are computed by this many worker threads, in arrival order (FIFO)
         self.explain_workers = int(explain_concurrency or min(2, os.cpu_count() or 1))
@@ -483,17 +485,13 @@ class ExplainQueue:
     """
 
     def __init__(self, fn, workers: int = 1):
-        import queue
-
         self.fn = fn
         self.workers = max(1, int(workers))
-        self.jobs: "queue.SimpleQueue" = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
 
     async def submit(self, job):
-        import asyncio
-
         if not self._threads:
             self._start()
         loop = asyncio.get_running_loop()
@@ -652,8 +650,6 @@ MAX_BODY_ENV = "WHYREC_SERVE_MAX_BODY"
 def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes (``whyrec serve --workers N``): the run folder and the
     body limit come from ``$WHYREC_SERVE_RUN`` and ``$WHYREC_SERVE_MAX_BODY``."""
-    import os
-
     if not os.environ.get(RUN_ENV):
         raise RuntimeError(f"${RUN_ENV} is not set")
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # whyrec serve --threads
