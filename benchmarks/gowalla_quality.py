@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--schedule", choices=["constant", "cosine"], default=None,
                     help="learning-rate schedule over --epochs (default: the preset's)")
     ap.add_argument("--lr-min", type=float, default=None, help="final learning rate of --schedule cosine")
+    ap.add_argument("--positives", choices=["interactions", "users"], default=None,
+                    help="how positives are sampled (default: the preset's; see whyrec.train.sampling)")
     ap.add_argument("--tag", default=None, help="name of the result files (default: the preset)")
     args = ap.parse_args()
     preset = dict(PRESETS[args.preset])
@@ -81,6 +83,8 @@ def main() -> None:
         preset["lr_schedule"] = args.schedule
     if args.lr_min is not None:
         preset["lr_min"] = args.lr_min
+    if args.positives:
+        preset["positives"] = args.positives
     n_epochs = args.epochs or preset["epochs"]
     preset.pop("epochs")
     tag = args.tag or args.preset

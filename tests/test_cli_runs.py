@@ -152,6 +152,16 @@ def test_cosine_schedule_from_the_command_line(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_user_uniform_positives_from_the_command_line(tmp_path):
+    out = tmp_path / "users"
+    ok(["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--model", "mf", "--out", out, "--epochs", "1",
+        "--positives", "users", "--no-progress", "--threads", "1"])
+    assert json.loads((out / "config.json").read_text())["train_config"]["positives"] == "users"
+    fails(["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--positives", "edges", "--out", tmp_path / "p"],
+          "--positives must be one of interactions, users")
+    assert not (tmp_path / "p").exists()
+
+
 def test_models_lists_recipes():
     out = ok(["models"]).stdout
     for name in ("lightgcn", "mf", "pop"):

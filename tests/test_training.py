@@ -92,6 +92,37 @@ def test_sampler_rejects_user_with_every_item():
         UniformNegativeSampler(R)
 
 
+def test_user_uniform_positives_by_hand():
+    """``positives="users"`` (the LightGCN authors' sampler): users with a training item are equally
+    likely whatever their degree (user 1 has none), and each user's positives are equally likely."""
+    R = sp.csr_matrix(np.array([[1, 1, 1, 1, 1, 1, 0, 0, 0, 0],   # degree 6
+                                [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],   # no training item: never drawn
+                                [0, 0, 0, 0, 0, 0, 0, 0, 1, 0],   # degree 1
+                                [0, 0, 0, 0, 0, 0, 1, 1, 0, 0]],  # degree 2
+                               dtype=np.float32))
+    s = UniformNegativeSampler(R, seed=0, positives="users")
+    users, pos, neg = (np.concatenate(x) for x in zip(*(s.sample_epoch(e) for e in range(3000))))
+    assert users.size == 3000 * R.nnz
+    counts = np.bincount(users, minlength=4)
+    assert counts[1] == 0
+    expected = users.size / 3
+    chi2 = ((counts[[0, 2, 3]] - expected) ** 2 / expected).sum()
+    assert chi2 < 20, counts  # 2 dof: p ~ 5e-5 at 20
+    # every (user, positive) is a training pair, every negative is not
+    dense = R.toarray().astype(bool)
+    assert dense[users, pos].all() and not dense[users, neg].any()
+    # within user 0 the six positives are equally likely; user 3's two as well
+    c0 = np.bincount(pos[users == 0], minlength=10)[:6]
+    assert np.abs(c0 / c0.sum() - 1 / 6).max() < 0.01
+    c3 = np.bincount(pos[users == 3], minlength=10)[6:8]
+    assert abs(c3[0] / c3.sum() - 0.5) < 0.01
+    # the default pass over interactions weights users by degree instead
+    u_int = UniformNegativeSampler(R, seed=0).sample_epoch(0)[0]
+    assert np.array_equal(np.bincount(u_int, minlength=4), [6, 0, 1, 2])
+    with pytest.raises(ValueError, match="positives must be one of"):
+        UniformNegativeSampler(R, positives="edges")
+
+
 # --------------------------------------------------------------------------- #
 # losses
 # --------------------------------------------------------------------------- #

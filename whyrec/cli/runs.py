@@ -59,6 +59,10 @@ def train(
                                     help="constant (paper) or cosine: a half cosine from --lr to --lr-min over --epochs "
                                          "(BPR and BCE trainers)."),
     lr_min: float = typer.Option(0.0, "--lr-min", help="Final learning rate of --lr-schedule cosine."),
+    positives: str = typer.Option(
+        "interactions", "--positives",
+        help="How positives are sampled each epoch: interactions (each training interaction once) or users "
+             "(uniform users, each with a random positive, as the LightGCN authors' code does)."),
     layers: Optional[int] = typer.Option(None, help="LightGCN propagation layers K (default 3, the paper's)."),
     dim: Optional[int] = typer.Option(None, help="Embedding size (default: the model's; LightGCN: the paper's 64)."),
     reg: Optional[float] = typer.Option(
@@ -91,8 +95,12 @@ def train(
     ks = parse_ks(k, (10, 20))
     from ..train.loop import LR_SCHEDULES
 
+    from ..train.sampling import POSITIVE_SAMPLING
+
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+    if positives not in POSITIVE_SAMPLING:
+        raise ValueError(f"--positives must be one of {', '.join(POSITIVE_SAMPLING)}, got {positives!r}")
     created = not out.exists()
     out = prepare_run_dir(out, overwrite)
     try:
@@ -110,7 +118,7 @@ def train(
         torch.manual_seed(seed)  # the initial weights too are a function of --seed
         net = recipe.build(inputs, model_config)
         config = TrainConfig(**train_values, seed=seed, patience=patience or None, device=device,
-                             num_threads=threads, lr_schedule=lr_schedule, lr_min=lr_min)
+                             num_threads=threads, lr_schedule=lr_schedule, lr_min=lr_min, positives=positives)
         trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
         hist = trainer(net, inputs, monitor_m, config, out, progress)
         net.eval()

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..models.base import Recommender
@@ -42,7 +43,10 @@ class TrainConfig:
     ``torch.set_num_threads`` for the run (``None`` = leave as is);
     ``lr_schedule``: ``"constant"`` (the paper's) or ``"cosine"`` -- the learning
     rate follows a half cosine from ``lr`` down to ``lr_min`` over ``epochs``
-    epochs, stepped once per epoch (used by the fast Gowalla preset).
+    epochs, stepped once per epoch (used by the fast Gowalla preset);
+    ``positives``: how the sampler picks positives, ``"interactions"`` (each
+    training interaction once an epoch) or ``"users"`` (uniform users, as the
+    LightGCN authors' code does) -- see :mod:`whyrec.train.sampling`.
     """
 
     epochs: int = 1000
@@ -59,6 +63,7 @@ class TrainConfig:
     num_threads: Optional[int] = None
     lr_schedule: str = "constant"
     lr_min: float = 0.0
+    positives: str = "interactions"
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -157,10 +162,11 @@ def sampled_setup(model: Recommender, train_csr, config: TrainConfig, state: dic
     the device, a :class:`UniformNegativeSampler` and Adam into ``state``. An unknown
     ``config.lr_schedule`` fails here, before any work."""
     epoch_lr(config, 1)
+    UniformNegativeSampler(sp.csr_matrix((1, 2)), positives=config.positives)  # unknown value: fail now
 
     def setup(device: torch.device) -> None:
         state["device"] = device
-        state["sampler"] = UniformNegativeSampler(train_csr, seed=config.seed)
+        state["sampler"] = UniformNegativeSampler(train_csr, seed=config.seed, positives=config.positives)
         state["opt"] = _adam(model.parameters(), config.lr, device)
 
     return setup

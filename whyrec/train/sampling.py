@@ -8,10 +8,15 @@ drawn at once; membership is tested with a binary search over the sorted keys
 redrawn until none remain (rejection sampling = exactly uniform over
 non-positives).
 
-Note: the LightGCN authors' PyTorch port (``UniformSample_original``) instead
-draws ``n_interactions`` users uniformly and a random positive for each; the
-number of samples per epoch is the same, the pass over interactions here
-weights users by their degree exactly once per epoch.
+Two ways to pick the positives (``positives=``):
+
+* ``"interactions"`` (default): every training interaction once per epoch, shuffled -- each user
+  is weighted by their degree;
+* ``"users"``: what the LightGCN authors' code does (``UniformSample_original`` in the PyTorch
+  port, the same in the TensorFlow original): ``n_interactions`` users drawn uniformly (among users
+  with a training item), each with one of their positives drawn uniformly. Same number of samples an
+  epoch; a user with 10 items gets as many samples as one with 1,000, which matches how Recall@K
+  weights users (each user counts once).
 """
 
 from __future__ import annotations
@@ -21,16 +26,22 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["UniformNegativeSampler"]
+__all__ = ["UniformNegativeSampler", "POSITIVE_SAMPLING"]
+
+POSITIVE_SAMPLING = ("interactions", "users")
 
 
 class UniformNegativeSampler:
     """Args: ``train``: ``(n_users, n_items)`` scipy sparse binary matrix;
     ``seed``: base seed -- epoch ``e`` uses ``np.random.default_rng([seed, e])``,
-    so an epoch's samples do not depend on which epochs were drawn before.
+    so an epoch's samples do not depend on which epochs were drawn before;
+    ``positives``: ``"interactions"`` or ``"users"`` (see the module docstring).
     """
 
-    def __init__(self, train, seed: int = 2020):
+    def __init__(self, train, seed: int = 2020, positives: str = "interactions"):
+        if positives not in POSITIVE_SAMPLING:
+            raise ValueError(f"positives must be one of {', '.join(POSITIVE_SAMPLING)}; got {positives!r}")
+        self.positives = positives
         if not sp.issparse(train):
             raise TypeError(f"train must be a scipy.sparse matrix, got {type(train).__name__}")
         csr = train.tocsr()
@@ -47,6 +58,8 @@ class UniformNegativeSampler:
         self.items = csr.indices.astype(np.int64)
         # canonical CSR: rows ascending, columns ascending within a row -> keys sorted
         self.keys = self.users * self.n_items + self.items
+        self._indptr = csr.indptr.astype(np.int64)
+        self._active = np.flatnonzero(deg).astype(np.int64)  # users with a training item
         self.seed = int(seed)
         self.n_interactions = len(self.items)
 
@@ -72,13 +85,21 @@ class UniformNegativeSampler:
     def sample_epoch(self, epoch: int = 0, rng: Optional[np.random.Generator] = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(users, pos, neg)``, three int64 arrays of length
-        ``n_interactions``: every training interaction once, shuffled, with a
-        uniform negative each. Deterministic given ``(seed, epoch)``."""
+        ``n_interactions``: every training interaction once, shuffled
+        (``positives="interactions"``), or uniform users each with a uniform
+        positive (``"users"``); a uniform negative each. Deterministic given
+        ``(seed, epoch)``."""
         if rng is None:
             rng = np.random.default_rng([self.seed, int(epoch)])
-        perm = rng.permutation(self.n_interactions)
-        users = self.users[perm]
-        pos = self.items[perm]
+        if self.positives == "users":
+            users = self._active[rng.integers(0, self._active.size, size=self.n_interactions)]
+            start = self._indptr[users]
+            offset = (rng.random(self.n_interactions) * (self._indptr[users + 1] - start)).astype(np.int64)
+            pos = self.items[start + offset]
+        else:
+            perm = rng.permutation(self.n_interactions)
+            users = self.users[perm]
+            pos = self.items[perm]
         neg = self.negatives(users, rng)
         return users, pos, neg
 
