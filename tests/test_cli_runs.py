@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import dataset_dir
@@ -178,3 +179,42 @@ def test_split_saved_and_reused(lgcn_run):
     again = user_holdout(data, seed=1)
     assert np.array_equal(run.split.test, again.test)
     assert (run.matrices["test"] != again.matrices(data)[2]).nnz == 0
+
+
+def test_interrupted_train_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Ctrl-C after the 2nd of 4 evaluations keeps ``training_state.pt``; ``--resume`` with the same options
+    ends with exactly the weights of an uninterrupted run; mismatches and misuse are one-line errors."""
+    from safetensors.torch import load_file
+
+    import whyrec.train.loop as loop
+
+    args = ["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--model", "lightgcn", "--epochs", "4",
+            "--eval-every", "1", "--batch-size", "8192", "--lr", "0.01", "--lr-schedule", "cosine", "--patience", "0",
+            "--no-progress", "--threads", "1"]
+    ok(args + ["--out", tmp_path / "whole"])
+
+    real_eval, calls = loop._run_eval, []
+
+    def interrupted_eval(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_eval(*a, **kw)
+
+    monkeypatch.setattr(loop, "_run_eval", interrupted_eval)
+    cut = tmp_path / "cut"
+    result = runner.invoke(app, [str(a) for a in args + ["--out", cut]])
+    assert result.exit_code != 0 and "run the same command with --resume" in result.stderr
+    assert (cut / "training_state.pt").is_file() and not (cut / "config.json").exists()
+    monkeypatch.setattr(loop, "_run_eval", real_eval)
+
+    fails(args + ["--out", cut], "holds an interrupted training run", "--resume")
+    fails(args[:-2] + ["--lr", "0.02", "--threads", "1", "--out", cut, "--resume"],
+          "cannot resume, the config differs", "lr: saved 0.01, now 0.02")
+    fails(args + ["--out", tmp_path / "none", "--resume"], "nothing to resume")
+    ok(args + ["--out", cut, "--resume"])
+    assert not (cut / "training_state.pt").exists()
+    whole, resumed = load_file(tmp_path / "whole" / "weights.safetensors"), load_file(cut / "weights.safetensors")
+    assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    metrics = json.loads((cut / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 4 and metrics["best_epoch"] is not None

@@ -43,11 +43,17 @@ def _sha256(path: Path) -> str:
 
 def prepare_run_dir(out: Path, overwrite: bool) -> Path:
     """Create ``out``; refuse an existing non-empty folder unless ``overwrite``."""
+    from .train.checkpoint import TRAINING_STATE
+
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        interrupted = (out / TRAINING_STATE).is_file() and not (out / "config.json").exists()
         if not overwrite:
+            if interrupted:
+                raise FileExistsError(f"{out} holds an interrupted training run; add --resume to continue it or "
+                                      "--overwrite to start over")
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-        if out.is_dir() and not (out / "config.json").exists() and any(out.iterdir()):
+        if out.is_dir() and not interrupted and not (out / "config.json").exists() and any(out.iterdir()):
             raise FileExistsError(f"{out} is not a whyrec run folder; refusing to overwrite it")
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,9 @@ def train(
     model: str = typer.Option("lightgcn", "--model", "-m", help="Model name: lightgcn, mf, pop, ... (see `whyrec models`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to create."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue a `whyrec train` that stopped before its end (Ctrl-C, killed) in --out from "
+        "its last evaluation; give the same options."),
     split: Optional[str] = typer.Option(
         None, help="user-holdout, edge, heldout-users or official (default: the dataset's own)."),
     min_rating: float = typer.Option(4.0, help="Ratings >= this are positives (explicit data)."),
@@ -101,8 +104,17 @@ def train(
         raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     if positives not in POSITIVE_SAMPLING:
         raise ValueError(f"--positives must be one of {', '.join(POSITIVE_SAMPLING)}, got {positives!r}")
+    from ..train.checkpoint import TRAINING_STATE
+
     created = not out.exists()
-    out = prepare_run_dir(out, overwrite)
+    if resume:
+        if overwrite:
+            raise ValueError("--resume continues the run in --out, --overwrite replaces it: give one of them")
+        if not (out / TRAINING_STATE).is_file():
+            raise FileNotFoundError(f"{out}: nothing to resume (no {TRAINING_STATE}; it is left only by a "
+                                    "`whyrec train` that stopped before its end)")
+    else:
+        out = prepare_run_dir(out, overwrite)
     try:
         data = load_dataset(dataset, data_dir)
         echo_notes(data.notes)
@@ -118,7 +130,8 @@ def train(
         torch.manual_seed(seed)  # the initial weights too are a function of --seed
         net = recipe.build(inputs, model_config)
         config = TrainConfig(**train_values, seed=seed, patience=patience or None, device=device,
-                             num_threads=threads, lr_schedule=lr_schedule, lr_min=lr_min, positives=positives)
+                             num_threads=threads, lr_schedule=lr_schedule, lr_min=lr_min, positives=positives,
+                             resume=resume)
         trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
         hist = trainer(net, inputs, monitor_m, config, out, progress)
         net.eval()
@@ -136,7 +149,11 @@ def train(
                   train_config={**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics=metrics,
                   extras=extras)
     except BaseException:
-        if created:  # a folder this command made and could not finish: leave nothing half-written behind
+        if (out / TRAINING_STATE).is_file():  # interrupted after an evaluation: keep what can be resumed
+            if not resume:
+                typer.echo(f"training stopped; its state at the last evaluation is in {out / TRAINING_STATE}: "
+                           "run the same command with --resume to continue", err=True)
+        elif created:  # a folder this command made and could not finish: leave nothing half-written behind
             shutil.rmtree(out, ignore_errors=True)
         raise
     typer.echo(f"wrote {out} ({len(hist.epochs)} epochs, {hist.seconds:.1f}s)")

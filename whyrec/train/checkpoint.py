@@ -1,20 +1,35 @@
-"""Model weights <-> safetensors files (no pickle, no code execution on load).
+"""Model weights <-> safetensors files (no pickle, no code execution on load), and the
+training state that lets an interrupted run resume.
 
-Only the state dict is stored (for LightGCN: ``user_emb.weight`` and
+Weights: only the state dict is stored (for LightGCN: ``user_emb.weight`` and
 ``item_emb.weight``; the graph is not part of it and must be set again with
 ``model.set_graph(train)``).
+
+Training state (``training_state.pt``, written by :func:`whyrec.train.loop.run_epochs` at every
+evaluation and removed when training ends normally): the current and best weights, Adam's moments,
+the epoch, the history so far and a fingerprint of the training config and matrix. Tensors go
+through ``torch.save``; everything else is one JSON string, so loading uses
+``torch.load(weights_only=True)`` and executes no code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Optional
 
+import numpy as np
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["save_weights", "load_weights"]
+__all__ = ["save_weights", "load_weights", "TRAINING_STATE", "save_training_state", "load_training_state",
+           "train_fingerprint"]
+
+TRAINING_STATE = "training_state.pt"
+_STATE_FORMAT = 1
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Optional[dict] = None) -> None:
@@ -37,3 +52,69 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     if hasattr(model, "invalidate_cache"):
         model.invalidate_cache()
     return model
+
+
+def train_fingerprint(train_csr) -> str:
+    """sha256 of a training matrix's shape and its (canonical) non-zero pattern."""
+    csr = train_csr.tocsr()
+    csr.sort_indices()
+    h = hashlib.sha256(np.asarray(csr.shape, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(csr.indptr, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(csr.indices, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _shapes(state: dict) -> dict:
+    return {k: list(v.shape) for k, v in state.items()}
+
+
+def save_training_state(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        best_state: Optional[dict], info: dict) -> None:
+    """Write the training state atomically (a temporary file renamed over ``path``, so a run killed
+    while saving leaves the previous state intact). ``info``: JSON-serialisable (epoch, history,
+    config, fingerprint, ...)."""
+    path = Path(path)
+    weights = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    payload = {
+        "info": json.dumps({"format": _STATE_FORMAT, "model_class": type(model).__name__,
+                            "shapes": _shapes(weights), **info}, default=float),
+        "model": weights,
+        "best": {k: v.detach().to("cpu") for k, v in best_state.items()} if best_state is not None else {},
+        "optimizer": optimizer.state_dict(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_state(path: str | os.PathLike, model: nn.Module, expect: dict) -> dict:
+    """Read ``path`` written by :func:`save_training_state` and check it belongs to this run.
+
+    ``expect``: the ``info`` keys that must match (e.g. ``config``, ``train``), compared after a JSON
+    round trip. Raises ``ValueError`` naming what differs. Returns ``{"info", "model", "best",
+    "optimizer"}`` (CPU tensors); nothing is loaded into ``model`` here."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        info = json.loads(payload["info"])
+    except Exception as exc:  # torch raises several types for a damaged / foreign file
+        raise ValueError(f"{path}: not a readable whyrec training state ({type(exc).__name__}: {exc})") from None
+    if info.get("format") != _STATE_FORMAT:
+        raise ValueError(f"{path}: training state format {info.get('format')!r}, this whyrec reads {_STATE_FORMAT}")
+    here = {k: v.detach() for k, v in model.state_dict().items()}
+    if info.get("model_class") != type(model).__name__ or info.get("shapes") != _shapes(here):
+        raise ValueError(f"{path}: saved for a {info.get('model_class')} with parameters {info.get('shapes')}, "
+                         f"not this {type(model).__name__} {_shapes(here)} (different --model, --dim or --layers?)")
+    for key, want in json.loads(json.dumps(expect, default=float)).items():
+        have = info.get(key)
+        if have == want:
+            continue
+        if isinstance(want, dict) and isinstance(have, dict):
+            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            detail = "; ".join(f"{k}: saved {have.get(k)!r}, now {want.get(k)!r}" for k in diff)
+        else:
+            detail = f"saved {have!r}, now {want!r}"
+        raise ValueError(f"{path}: cannot resume, the {key} differs from the interrupted run's ({detail})")
+    return {"info": info, "model": payload["model"], "best": payload["best"] or None,
+            "optimizer": payload["optimizer"]}

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from ..models.base import Recommender
+from .checkpoint import TRAINING_STATE, load_training_state, save_training_state, train_fingerprint
 from .losses import bpr_loss, l2_reg
 from .sampling import UniformNegativeSampler
 
@@ -46,7 +47,9 @@ class TrainConfig:
     epochs, stepped once per epoch (used by the fast Gowalla preset);
     ``positives``: how the sampler picks positives, ``"interactions"`` (each
     training interaction once an epoch) or ``"users"`` (uniform users, as the
-    LightGCN authors' code does) -- see :mod:`whyrec.train.sampling`.
+    LightGCN authors' code does) -- see :mod:`whyrec.train.sampling`;
+    ``resume``: continue from the ``training_state.pt`` an interrupted run left in
+    ``out_dir`` (see :func:`run_epochs`).
     """
 
     epochs: int = 1000
@@ -64,6 +67,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     lr_min: float = 0.0
     positives: str = "interactions"
+    resume: bool = False
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -164,10 +168,11 @@ def sampled_setup(model: Recommender, train_csr, config: TrainConfig, state: dic
     epoch_lr(config, 1)
     UniformNegativeSampler(sp.csr_matrix((1, 2)), positives=config.positives)  # unknown value: fail now
 
-    def setup(device: torch.device) -> None:
+    def setup(device: torch.device) -> torch.optim.Optimizer:
         state["device"] = device
         state["sampler"] = UniformNegativeSampler(train_csr, seed=config.seed, positives=config.positives)
         state["opt"] = _adam(model.parameters(), config.lr, device)
+        return state["opt"]
 
     return setup
 
@@ -207,7 +212,17 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
     ``config.monitor``, stops early after ``config.patience`` evaluations
     without improvement, shows a tqdm bar with the loss and the last metrics,
     and writes ``curves.csv``/``curves.png`` into ``out_dir``.  ``setup(device)``
-    runs once after the model is moved to its device (build optimisers there).
+    runs once after the model is moved to its device (build optimisers there) and
+    may return the optimizer.
+
+    Interruption: with ``out_dir`` and an optimizer from ``setup``, every
+    evaluation also writes ``out_dir/training_state.pt`` (current and best
+    weights, Adam's moments, the history; removed when training ends normally).
+    ``config.resume`` continues from it at the next epoch; since each epoch's
+    samples depend only on ``(seed, epoch)``, the resumed run trains exactly as
+    the uninterrupted one would. The training config (but ``device``,
+    ``num_threads``, ``eval_batch_size``, ``patience``, and ``epochs`` under a
+    constant learning rate) and the training matrix must be the same.
     Models with ``trainable = False`` are only evaluated once.
     """
     config = config or TrainConfig()
@@ -235,17 +250,29 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
             model.eval()
             return hist
         torch.manual_seed(config.seed)
-        if setup is not None:
-            setup(device)
+        opt = setup(device) if setup is not None else None
+        state_path = os.path.join(out_dir, TRAINING_STATE) if out_dir is not None and opt is not None else None
+        identity = {"config": _resume_config(config), "train": train_fingerprint(train_csr)} if state_path else {}
         best_state = None
         bad = 0
+        first = 1
         last_metrics: dict = {}
+        if config.resume:
+            if out_dir is None:
+                raise ValueError("resume needs the out_dir of the interrupted run")
+            if opt is None:
+                raise ValueError(f"{type(model).__name__}'s trainer keeps no resumable state; it cannot resume")
+            if not os.path.exists(state_path):
+                raise FileNotFoundError(f"{state_path}: no training state to resume from")
+            first, best_state, bad, t_before = _restore(state_path, model, opt, hist, identity, device)
+            t_start -= t_before
+            last_metrics = hist.evals[-1][1] if hist.evals else {}
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=config.epochs, desc=f"train {type(model).__name__}", unit="epoch")
-        for epoch in range(1, config.epochs + 1):
+            bar = tqdm(total=config.epochs, initial=first - 1, desc=f"train {type(model).__name__}", unit="epoch")
+        for epoch in range(first, config.epochs + 1):
             model.train()
             t0 = time.perf_counter()
             row = {"epoch": epoch, **train_epoch(epoch)}
@@ -253,7 +280,8 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss is {row['loss']} at epoch {epoch}")
             stop = False
-            if valid_csr is not None and (epoch % max(1, config.eval_every) == 0 or epoch == config.epochs):
+            checkpoint = epoch % max(1, config.eval_every) == 0 or epoch == config.epochs
+            if valid_csr is not None and checkpoint:
                 m = _run_eval(model, evaluate, train_csr, valid_csr, ks)
                 last_metrics = m
                 row.update(m)
@@ -270,6 +298,11 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
                     if config.patience is not None and bad >= config.patience:
                         stop = True
             hist.epochs.append(row)
+            if state_path is not None and checkpoint and not stop:
+                save_training_state(state_path, model=model, optimizer=opt, best_state=best_state, info={
+                    **identity, "epoch": epoch, "bad": bad, "seconds": time.perf_counter() - t_start,
+                    "epochs": hist.epochs, "evals": hist.evals, "best_epoch": hist.best_epoch,
+                    "best_score": hist.best_score, "best_metrics": hist.best_metrics})
             if bar is not None:
                 post = {"loss": f"{row['loss']:.4f}"}
                 for k in (monitor, f"ndcg@{ks[0]}"):
@@ -287,6 +320,8 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
         if hasattr(model, "invalidate_cache"):
             model.invalidate_cache()
         model.eval()
+        if state_path is not None and os.path.exists(state_path):
+            os.remove(state_path)  # finished: the run's result is the model itself
     finally:
         if config.num_threads:
             torch.set_num_threads(old_threads)
@@ -294,6 +329,34 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
         if out_dir is not None and hist.epochs:
             write_curves(hist, out_dir)
     return hist
+
+
+_NOT_PART_OF_RESUME = ("device", "num_threads", "eval_batch_size", "patience", "resume")
+
+
+def _resume_config(config: TrainConfig) -> dict:
+    """The config a resumed run must share with the interrupted one."""
+    out = {k: v for k, v in asdict(config).items() if k not in _NOT_PART_OF_RESUME}
+    if config.lr_schedule == "constant":
+        out.pop("epochs")  # a constant rate can simply train on for more epochs
+    return out
+
+
+def _restore(path: str, model: Recommender, opt: torch.optim.Optimizer, hist: History, identity: dict,
+             device: torch.device) -> tuple[int, Optional[dict], int, float]:
+    """Load an interrupted run's state into ``model``, ``opt`` and ``hist``; returns ``(first epoch to
+    train, best weights, evaluations without improvement, training seconds so far)``."""
+    saved = load_training_state(path, model, identity)
+    info = saved["info"]
+    model.load_state_dict({k: v.to(device) for k, v in saved["model"].items()})
+    opt.load_state_dict(saved["optimizer"])
+    if hasattr(model, "invalidate_cache"):
+        model.invalidate_cache()
+    hist.epochs = list(info["epochs"])
+    hist.evals = [(int(e), m) for e, m in info["evals"]]
+    hist.best_epoch, hist.best_score, hist.best_metrics = info["best_epoch"], info["best_score"], info["best_metrics"]
+    best = {k: v.to(device) for k, v in saved["best"].items()} if saved["best"] else None
+    return int(info["epoch"]) + 1, best, int(info["bad"]), float(info["seconds"])
 
 
 def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainConfig] = None,
