@@ -41,6 +41,7 @@ from whyrec.data import load_dataset  # noqa: E402
 from whyrec.data.splits import official_split  # noqa: E402
 from whyrec.evaluate import evaluate_ranking  # noqa: E402
 from whyrec.models import LightGCN, LightGCNConfig  # noqa: E402
+from whyrec.train.checkpoint import TRAINING_STATE, read_training_info  # noqa: E402
 from whyrec.train.loop import TrainConfig, fit  # noqa: E402
 
 PRESETS = {
@@ -72,6 +73,10 @@ def main() -> None:
     ap.add_argument("--lr-min", type=float, default=None, help="final learning rate of --schedule cosine")
     ap.add_argument("--positives", choices=["interactions", "users"], default=None,
                     help="how positives are sampled (default: the preset's; see whyrec.train.sampling)")
+    ap.add_argument("--state-dir", type=Path, default=None,
+                    help="keep a resumable training state there at every evaluation (for runs longer than a sitting)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run whose state is in --state-dir; the log and wall time carry on")
     ap.add_argument("--tag", default=None, help="name of the result files (default: the preset)")
     args = ap.parse_args()
     preset = dict(PRESETS[args.preset])
@@ -98,6 +103,13 @@ def main() -> None:
 
     log: list[dict] = []
     state = {"eval_seconds": 0.0, "start": time.perf_counter(), "reached": None}
+    if args.resume:
+        if args.state_dir is None:
+            ap.error("--resume needs --state-dir")
+        log = _resumed_log(args.state_dir / TRAINING_STATE, out / f"gowalla_{tag}.csv")
+        state["eval_seconds"] = sum(r["eval_s"] for r in log)
+        state["start"] -= (log[-1]["train_wall_s"] + state["eval_seconds"]) if log else 0.0
+        state["reached"] = next((r for r in log if r["recall@20"] >= args.target), None)
 
     def evaluate(m, tr, te, ks):
         t0 = time.perf_counter()
@@ -120,9 +132,9 @@ def main() -> None:
         return res
 
     config = TrainConfig(epochs=n_epochs, eval_every=args.eval_every, patience=args.patience, seed=args.seed,
-                         num_threads=args.threads, **preset)
+                         num_threads=args.threads, resume=args.resume, **preset)
     try:
-        hist = fit(model, train, test, config, out_dir=None, progress=False, evaluate=_with_budget(evaluate))
+        hist = fit(model, train, test, config, out_dir=args.state_dir, progress=False, evaluate=_with_budget(evaluate))
         epochs, best_epoch, stopped = len(hist.epochs), hist.best_epoch, "early stopping" if hist.stopped_early else "epochs"
     except Budget:
         epochs, best_epoch, stopped = len(log) * args.eval_every, None, "time budget"
@@ -147,6 +159,17 @@ def main() -> None:
     }
     (out / f"gowalla_{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+
+
+def _resumed_log(state_file: Path, csv_file: Path) -> list[dict]:
+    """The evaluations logged up to the saved training state (a run stopped by its time budget logs one
+    evaluation more than its last state holds)."""
+    n_evals = len(read_training_info(state_file)["evals"])
+    with open(csv_file, newline="") as fh:
+        rows = [{k: (int(v) if k == "evaluation" else float(v)) for k, v in r.items()} for r in csv.DictReader(fh)]
+    if len(rows) < n_evals:
+        raise SystemExit(f"{csv_file} has {len(rows)} evaluations, the training state {n_evals}: not the same run")
+    return rows[:n_evals]
 
 
 def _with_budget(evaluate):

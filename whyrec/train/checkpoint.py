@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = ["save_weights", "load_weights", "TRAINING_STATE", "save_training_state", "load_training_state",
+           "read_training_info",
            "train_fingerprint"]
 
 TRAINING_STATE = "training_state.pt"
@@ -88,13 +89,7 @@ def save_training_state(path: str | os.PathLike, *, model: nn.Module, optimizer:
     os.replace(tmp, path)
 
 
-def load_training_state(path: str | os.PathLike, model: nn.Module, expect: dict) -> dict:
-    """Read ``path`` written by :func:`save_training_state` and check it belongs to this run.
-
-    ``expect``: the ``info`` keys that must match (e.g. ``config``, ``train``), compared after a JSON
-    round trip. Raises ``ValueError`` naming what differs. Returns ``{"info", "model", "best",
-    "optimizer"}`` (CPU tensors); nothing is loaded into ``model`` here."""
-    path = Path(path)
+def _read(path: Path) -> tuple[dict, dict]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         info = json.loads(payload["info"])
@@ -102,6 +97,22 @@ def load_training_state(path: str | os.PathLike, model: nn.Module, expect: dict)
         raise ValueError(f"{path}: not a readable whyrec training state ({type(exc).__name__}: {exc})") from None
     if info.get("format") != _STATE_FORMAT:
         raise ValueError(f"{path}: training state format {info.get('format')!r}, this whyrec reads {_STATE_FORMAT}")
+    return payload, info
+
+
+def read_training_info(path: str | os.PathLike) -> dict:
+    """The JSON part of a training state (epoch, history, config, ...), without checking it against a run."""
+    return _read(Path(path))[1]
+
+
+def load_training_state(path: str | os.PathLike, model: nn.Module, expect: dict) -> dict:
+    """Read ``path`` written by :func:`save_training_state` and check it belongs to this run.
+
+    ``expect``: the ``info`` keys that must match (e.g. ``config``, ``train``), compared after a JSON
+    round trip. Raises ``ValueError`` naming what differs. Returns ``{"info", "model", "best",
+    "optimizer"}`` (CPU tensors); nothing is loaded into ``model`` here."""
+    path = Path(path)
+    payload, info = _read(path)
     here = {k: v.detach() for k, v in model.state_dict().items()}
     if info.get("model_class") != type(model).__name__ or info.get("shapes") != _shapes(here):
         raise ValueError(f"{path}: saved for a {info.get('model_class')} with parameters {info.get('shapes')}, "
