@@ -58,6 +58,14 @@ def test_sampler_never_returns_a_positive_on_gowalla(gowalla_train):
     assert np.array_equal(np.sort(users * R.shape[1] + pos), np.sort(train_keys))
     assert not np.array_equal(users, np.sort(users))
     assert neg.min() >= 0 and neg.max() < R.shape[1]
+    # the authors' sampler: as many samples, every positive a training pair, no negative one
+    users, pos, neg = UniformNegativeSampler(R, seed=7, positives="users").sample_epoch(0)
+    assert len(users) == R.nnz
+    assert np.isin(users * R.shape[1] + pos, train_keys).all()
+    assert not np.isin(users * R.shape[1] + neg, train_keys).any()
+    # ~uniform over the 29,858 users (~27 draws each), whatever their degree
+    counts = np.bincount(users, minlength=R.shape[0])
+    assert counts.min() > 0 and abs(counts.mean() - R.nnz / R.shape[0]) < 1e-9 and counts.std() < 1.2 * counts.mean() ** 0.5
 
 
 def test_sampler_is_uniform_over_non_positives():
