@@ -163,6 +163,26 @@ def test_user_uniform_positives_from_the_command_line(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_model_options_are_checked(tmp_path):
+    """``--opt`` is never silently ignored: LightGCN takes init_std (recorded, and it sets the init),
+    a typo or a bad value is a one-line error for every model."""
+    out = tmp_path / "small_init"
+    ok(["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--model", "lightgcn", "--out", out, "--epochs", "1",
+        "--opt", "init_std=0.001", "--no-progress", "--threads", "1", "--lr", "1e-6"])
+    assert json.loads((out / "config.json").read_text())["model_config"]["init_std"] == 0.001
+    from safetensors.torch import load_file
+
+    w = load_file(out / "weights.safetensors")["user_emb.weight"]
+    assert 0.0005 < float(w.std()) < 0.002  # one tiny step away from N(0, 0.001²), not the default 0.1
+    base = ["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--epochs", "1"]
+    fails(base + ["--model", "lightgcn", "--opt", "init_sdt=0.01", "--out", tmp_path / "a"],
+          "lightgcn does not know --opt init_sdt", "init_std")
+    fails(base + ["--model", "lightgcn", "--opt", "init_std=-1", "--out", tmp_path / "b"],
+          "--opt init_std must be a number > 0")
+    fails(base + ["--model", "pop", "--opt", "alpha=1", "--out", tmp_path / "c"], "pop does not know --opt alpha")
+    fails(base + ["--model", "nmf", "--opt", "beta=1", "--out", tmp_path / "d"], "nmf does not know --opt beta")
+
+
 def test_models_lists_recipes():
     out = ok(["models"]).stdout
     for name in ("lightgcn", "mf", "pop"):

@@ -67,6 +67,32 @@ class Recipe:
                 "layers": layers if layers is not None else self.model_defaults.get("layers", 3)}
 
 
+COMMON_OPTIONS = frozenset({"dim", "layers", "features"})  # filled by whyrec train for every model
+
+
+def check_options(model: str, options: dict, known, described: str | None = None) -> None:
+    """Refuse ``--opt`` keys the model does not take (a typo must not be silently ignored).
+    ``known``: the model's own keys; ``described``: how to list them (default: the keys)."""
+    unknown = sorted(set(options) - COMMON_OPTIONS - set(known))
+    if unknown:
+        takes = described or (", ".join(sorted(known)) if known else "no --opt")
+        raise ValueError(f"{model} does not know --opt {', '.join(unknown)}; it takes {takes}")
+
+
+def init_std_option(model: str, options: dict) -> dict:
+    """``--opt init_std=S`` (std of the layer-0 embeddings' normal init) checked, as a config entry."""
+    check_options(model, options, {"init_std"})
+    if "init_std" not in options:
+        return {}
+    try:
+        std = float(options["init_std"])
+    except (TypeError, ValueError):
+        std = -1.0
+    if not std > 0:
+        raise ValueError(f"--opt init_std must be a number > 0, got {options['init_std']!r}")
+    return {"init_std": std}
+
+
 def _discover() -> dict[str, Recipe]:
     found: dict[str, Recipe] = {}
     for mod in pkgutil.iter_modules(__path__):

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...models.kgcn import AGGREGATORS, KGCN, KGCNConfig
 from ..loop import TrainConfig
-from . import Recipe
+from . import Recipe, check_options
 
 #: the paper's Last.fm settings for the generic training flags (TrainConfig field -> value)
 TRAIN_DEFAULTS = {"lr": 5e-4, "batch_size": 128, "reg": 1e-4}
@@ -44,11 +44,7 @@ def extras(data, train_index) -> dict:
 
 
 def model_config(o: dict) -> dict:
-    known = set(_OPTS) | {"dim", "layers", "features"}
-    unknown = sorted(set(o) - known)
-    if unknown:
-        raise ValueError(f"kgcn does not know --opt {', '.join(unknown)}; "
-                         f"it takes {', '.join(_OPTS)}")
+    check_options("kgcn", o, _OPTS, ", ".join(_OPTS))
     if o.get("layers") is not None:
         raise ValueError("kgcn has no --layers; set the receptive-field depth with --opt n_iter=H")
     cfg = {"dim": int(o["dim"]) if o.get("dim") is not None else KGCNConfig.dim}

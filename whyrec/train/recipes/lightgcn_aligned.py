@@ -7,7 +7,7 @@ CAV re-fits, default 1). Needs a dataset with item genres (MovieLens).
 
 from ..alignment import DEFAULT_ALIGN_REFIT, DEFAULT_ALIGN_WEIGHT, AlignedLightGCN, alignment_extras, fit_aligned
 from ...models import LightGCNConfig
-from . import Recipe
+from . import Recipe, check_options
 
 
 def build(inputs, config: dict) -> AlignedLightGCN:
@@ -25,10 +25,7 @@ def model_config(o: dict) -> dict:
         raise ValueError(f"--opt align_weight must be >= 0, got {o.get('align_weight')!r}")
     if refit < 1:
         raise ValueError(f"--opt align_refit must be >= 1 epoch, got {o.get('align_refit')!r}")
-    unknown = sorted(set(o) - {"dim", "layers", "features", "align_weight", "align_refit"})
-    if unknown:
-        raise ValueError(f"lightgcn-aligned does not know --opt {', '.join(unknown)}; "
-                         "it takes align_weight and align_refit")
+    check_options("lightgcn-aligned", o, {"align_weight", "align_refit"}, "align_weight and align_refit")
     return {"dim": o["dim"], "n_layers": o["layers"], "align_weight": weight, "align_refit": refit}
 
 

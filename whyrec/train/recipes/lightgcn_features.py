@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...models.lightgcn_features import LightGCNFeatures, LightGCNFeaturesConfig, parse_features
-from . import Recipe
+from . import Recipe, check_options
 
 _KNOWN = {"dim", "layers", "features", "loss", "bce_negatives", "proj_init_std"}
 
@@ -41,10 +41,7 @@ def extras(data, train_index) -> dict:
 
 
 def model_config(o: dict) -> dict:
-    unknown = sorted(set(o) - _KNOWN)
-    if unknown:
-        raise ValueError(f"lightgcn-features does not know --opt {', '.join(unknown)}; "
-                         "it takes loss (bpr|bce), bce_negatives (0|1) and proj_init_std")
+    check_options("lightgcn-features", o, _KNOWN, "loss (bpr|bce), bce_negatives (0|1) and proj_init_std")
     use_user, use_item = parse_features(o.get("features", "user,item"))
     features = ",".join(s for s, on in (("user", use_user), ("item", use_item)) if on) or "none"
     loss = str(o.get("loss", "bpr")).lower()

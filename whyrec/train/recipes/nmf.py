@@ -9,16 +9,14 @@ import time
 
 from ...models.nmf import NMFConfig, NMFRecommender
 from ..loop import History, _default_evaluate, _run_eval
-from . import Recipe
+from . import Recipe, check_options
 
 _KEYS = {"k": "n_components", "n_components": "n_components", "alpha": "alpha", "l1_ratio": "l1_ratio",
          "max_iter": "max_iter"}
 
 
 def model_config(options: dict) -> dict:
-    unknown = sorted(k for k in options if k not in set(_KEYS) | {"dim", "layers", "features"})
-    if unknown:
-        raise ValueError(f"unknown --opt for nmf: {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
+    check_options("nmf", options, _KEYS)
     return {_KEYS[k]: v for k, v in options.items() if k in _KEYS}
 
 

@@ -21,7 +21,7 @@ import sys
 from ...data.entities import entity_arrays, entity_graph_from_arrays
 from ...models.resolved import Resolved, ResolvedConfig
 from ..loop import TrainConfig
-from . import Recipe
+from . import Recipe, check_options
 
 #: option name -> ResolvedConfig field
 _KEYS = {"D": "dim", "dim_segment": "dim", "C": "n_factors", "C1": "n_entity_factors", "C2": "n_item_factors",
@@ -38,11 +38,7 @@ def model_config_from_options(options: dict, defaults: dict | None = None) -> di
     cfg = dict(defaults or {})
     if options.get("dim") is not None:
         cfg["dim"] = int(options["dim"])
-    known = set(_KEYS) | {"dim", "layers", "features"}
-    unknown = sorted(k for k in options if k not in known)
-    if unknown:
-        raise ValueError(f"unknown --opt for the resolved model: {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(_KEYS))}")
+    check_options("the resolved model", options, _KEYS)
     for k, field in _KEYS.items():
         if k in options:
             cfg[field] = options[k]
