@@ -88,7 +88,7 @@ def run_whyrec(R, n, warmup):
     import torch
 
     from whyrec.models import LightGCN, LightGCNConfig
-    from whyrec.train import UniformNegativeSampler, bpr_loss, l2_reg
+    from whyrec.train import UniformNegativeSampler, batch_l2, bpr_loss
     from whyrec.train.loop import _adam
 
     torch.manual_seed(2020)
@@ -107,7 +107,7 @@ def run_whyrec(R, n, warmup):
         u, i, j = users[sl], pos[sl], neg[sl]
         be = model.batch_embeddings(u, i, j)
         loss = bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1)) \
-            + l2_reg(REG, u.numel(), be.users0, be.pos0, be.neg0)
+            + batch_l2(REG, be)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -71,8 +71,36 @@ def test_lightgcn_batch_embeddings_match_full():
     torch.testing.assert_close(be.pos, ei[i])
     torch.testing.assert_close(be.neg, ei[j])
     torch.testing.assert_close(be.users0, m.user_emb.weight[u])
+    torch.testing.assert_close(be.pos0, m.item_emb.weight[i])
+    torch.testing.assert_close(be.neg0, m.item_emb.weight[j])
     ((be.users * be.pos).sum() - (be.users * be.neg).sum()).backward()
     assert m.user_emb.weight.grad is not None and m.item_emb.weight.grad.abs().sum() > 0
+
+
+def test_batch_l2_without_gathering_equals_the_gathered_rows():
+    """LightGCN hands the L2 term its whole layer-0 table and the batch's row ids; the count-weighted
+    dense sum must equal the sum over the gathered rows (duplicates counted, user 5 and item 3 twice),
+    in value and in gradient, for all three parts and for users + positives only (BCE)."""
+    from whyrec.train.losses import batch_l2, l2_reg
+
+    R = random_train()
+    m = LightGCN(40, 60, LightGCNConfig(dim=8, n_layers=3), graph=R).train()
+    u, i, j = torch.tensor([0, 5, 5, 39]), torch.tensor([1, 2, 59, 0]), torch.tensor([3, 3, 7, 8])
+    W = (m.user_emb.weight, m.item_emb.weight)
+    for parts, rows in (((), (W[0][u], W[1][i], W[1][j])), (("users", "pos"), (W[0][u], W[1][i]))):
+        be = m.batch_embeddings(u, i, j)
+        assert be.ids0 is not None  # the table form, not gathered blocks
+        got = batch_l2(1e-2, be, *parts)
+        want = l2_reg(1e-2, 4, *rows)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad(got, W), torch.autograd.grad(want, W)):
+            torch.testing.assert_close(a, b)
+    # MF gives the rows themselves: same function, same numbers
+    mf = MF(40, 60, MFConfig(dim=8))
+    be = mf.batch_embeddings(u, i, j)
+    assert be.ids0 is None
+    torch.testing.assert_close(batch_l2(0.5, be), l2_reg(0.5, 4, mf.user_emb.weight[u], mf.item_emb.weight[i],
+                                                          mf.item_emb.weight[j]))
 
 
 def test_lightgcn_graph_as_tensor_and_device_move():

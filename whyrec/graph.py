@@ -385,10 +385,12 @@ class LightGCNRowsPropagation(torch.autograd.Function):
 
 
 def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
-                   alphas: Optional[Sequence[float]] = None) -> Tensor:
+                   alphas: Optional[Sequence[float]] = None, split: Optional[int] = None):
     """``propagate_final(adj, emb0, n_layers, alphas)[rows]`` (same values and
     gradients), computed with :class:`LightGCNRowsPropagation`: the last layer
-    only for ``rows``. ``rows``: ``(b,)`` int64 node ids, duplicates allowed."""
+    only for ``rows``. ``rows``: ``(b,)`` int64 node ids, duplicates allowed.
+    ``split``: return a tuple of that many equal consecutive blocks of the result
+    instead (each gathered on its own: cheaper backward than slicing one result)."""
     a = tuple(layer_weights(n_layers, alphas))
     uniq, inv = torch.unique(rows, return_inverse=True)
     if emb0.requires_grad and torch.is_grad_enabled():
@@ -396,7 +398,11 @@ def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
     else:
         with torch.no_grad():
             out = LightGCNRowsPropagation.forward(_NoCtx(), adj, emb0, uniq, a)
-    return out[inv]
+    if split is None:
+        return out.index_select(0, inv)
+    if inv.numel() % split:
+        raise ValueError(f"{inv.numel()} rows do not split into {split} equal blocks")
+    return tuple(out.index_select(0, part) for part in inv.split(inv.numel() // split))
 
 
 def scores_with_histories(emb0: Tensor, train, n_layers: int, alphas, users, histories) -> Tensor:

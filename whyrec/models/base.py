@@ -14,7 +14,9 @@ and the training loop additionally on :meth:`Recommender.batch_embeddings`
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import LongTensor, Tensor, nn
@@ -22,21 +24,66 @@ from torch import LongTensor, Tensor, nn
 __all__ = ["Recommender", "BatchEmbeddings"]
 
 
-class BatchEmbeddings(NamedTuple):
+@dataclass(frozen=True)
+class BatchEmbeddings:
     """Rows needed by the BPR objective for a batch of ``b`` triples
     ``(u, i, j)`` (user, positive item, negative item).
 
     ``users``/``pos``/``neg``: final embeddings ``(b, d)`` (scores are their
-    dot products); ``users0``/``pos0``/``neg0``: the same rows of the layer-0
-    (trainable) embeddings, used by the L2 term.
+    dot products). The layer-0 (trainable) rows the L2 term needs come either as
+    the three ``(b, d)`` blocks (:meth:`from_rows`) or as the whole layer-0 table
+    ``(N, d)`` plus each part's row ids (:meth:`from_table`), so that a large batch
+    needs no gather: :meth:`sq_norm` is then ``Σ_n count_n ‖E⁰_n‖²``, one dense pass
+    whose gradient needs no scatter. ``users0``/``pos0``/``neg0`` give the rows
+    either way.
     """
 
     users: Tensor
     pos: Tensor
     neg: Tensor
-    users0: Tensor
-    pos0: Tensor
-    neg0: Tensor
+    layer0: tuple  # (users0, pos0, neg0) blocks, or (table,)
+    ids0: Optional[tuple] = None  # with a table: the (b,) row ids of users, pos, neg in it
+
+    PARTS = ("users", "pos", "neg")
+
+    @classmethod
+    def from_rows(cls, users: Tensor, pos: Tensor, neg: Tensor,
+                  users0: Tensor, pos0: Tensor, neg0: Tensor) -> "BatchEmbeddings":
+        return cls(users, pos, neg, (users0, pos0, neg0))
+
+    @classmethod
+    def from_table(cls, users: Tensor, pos: Tensor, neg: Tensor, table: Tensor,
+                   ids: tuple) -> "BatchEmbeddings":
+        return cls(users, pos, neg, (table,), tuple(ids))
+
+    def _rows0(self, k: int) -> Tensor:
+        return self.layer0[0].index_select(0, self.ids0[k]) if self.ids0 is not None else self.layer0[k]
+
+    @property
+    def users0(self) -> Tensor:
+        return self._rows0(0)
+
+    @property
+    def pos0(self) -> Tensor:
+        return self._rows0(1)
+
+    @property
+    def neg0(self) -> Tensor:
+        return self._rows0(2)
+
+    def sq_norm(self, *parts: str) -> Tensor:
+        """``Σ ‖e⁰‖²`` over the layer-0 rows of ``parts`` (default: all three), each row
+        counted as often as it occurs in the batch; a 0-d tensor with autograd."""
+        parts = parts or self.PARTS
+        ks = [self.PARTS.index(p) for p in parts]
+        if self.ids0 is None:
+            return sum(self.layer0[k].square().sum() for k in ks)
+        table = self.layer0[0]
+        count = torch.bincount(torch.cat([self.ids0[k] for k in ks]), minlength=table.shape[0]).to(table.dtype)
+        return count @ table.square().sum(1)
+
+    def replace(self, **changes) -> "BatchEmbeddings":
+        return dataclasses.replace(self, **changes)
 
 
 class Recommender(nn.Module):

@@ -282,7 +282,7 @@ class KGCN(Recommender):
         u, i, j = self._ids(users).reshape(-1), self._ids(pos).reshape(-1), self._ids(neg).reshape(-1)
         uv = self.user_emb(u)
         reps = self.item_representations(uv, torch.stack([i, j], 1))
-        return BatchEmbeddings(uv, reps[:, 0], reps[:, 1], uv, self.entity_emb(i), self.entity_emb(j))
+        return BatchEmbeddings.from_rows(uv, reps[:, 0], reps[:, 1], uv, self.entity_emb(i), self.entity_emb(j))
 
     def extra_repr(self) -> str:
         return (f"n_users={self.n_users}, n_items={self.n_items}, n_entities={self.n_entities}, "

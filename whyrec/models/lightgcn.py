@@ -192,15 +192,14 @@ class LightGCN(Recommender):
 
         One propagation per batch (:func:`whyrec.graph.propagate_rows`):
         K-1 full sparse products forward and K-1 backward, plus the last
-        layer restricted to the batch's nodes (forward and backward)."""
+        layer restricted to the batch's nodes (forward and backward). The
+        layer-0 rows are not gathered: the L2 term is one dense weighted pass
+        over the table (:meth:`BatchEmbeddings.sq_norm`)."""
         adj = self._require_graph()
-        users, pos, neg = self._ids(users), self._ids(pos), self._ids(neg)
-        b = users.numel()
-        rows = torch.cat([users, pos + self.n_users, neg + self.n_users])
+        ids = (self._ids(users), self._ids(pos) + self.n_users, self._ids(neg) + self.n_users)
         emb0 = self._emb0()
-        fin = propagate_rows(adj, emb0, self.n_layers, rows, self.alphas)
-        e0 = emb0[rows]
-        return BatchEmbeddings(fin[:b], fin[b:2 * b], fin[2 * b:], e0[:b], e0[b:2 * b], e0[2 * b:])
+        fin = propagate_rows(adj, emb0, self.n_layers, torch.cat(ids), self.alphas, split=len(ids))
+        return BatchEmbeddings.from_table(*fin, emb0, ids)
 
     # ------------------------------------------------------------------ #
     # new users

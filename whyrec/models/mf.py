@@ -47,7 +47,7 @@ class MF(Recommender):
         u = self.user_emb(self._ids(users))
         i = self.item_emb(self._ids(pos))
         j = self.item_emb(self._ids(neg))
-        return BatchEmbeddings(u, i, j, u, i, j)
+        return BatchEmbeddings.from_rows(u, i, j, u, i, j)
 
     def extra_repr(self) -> str:
         return f"n_users={self.n_users}, n_items={self.n_items}, dim={self.config.dim}"

@@ -199,7 +199,7 @@ class AlignedLightGCN(LightGCN):
         u = self._ids(users)
         loss = batch_alignment_loss(be.users, a["cavs"], a["pref"][u])
         a["log"].append(float(loss.detach()))
-        return be._replace(users=_AddLoss.apply(be.users, self.align_weight * loss))
+        return be.replace(users=_AddLoss.apply(be.users, self.align_weight * loss))
 
 
 def fit_aligned(model: AlignedLightGCN, inputs, valid, config, out_dir=None, progress: bool = True):

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .loop import History, TrainConfig, minibatch_steps, run_epochs, sampled_setup, set_epoch_lr
-from .losses import l2_reg
+from .losses import batch_l2
 
 __all__ = ["fit_bce", "observed_pairs"]
 
@@ -92,9 +92,9 @@ def fit_bce(model, train_csr, valid_csr=None, config: Optional[TrainConfig] = No
                 s_neg = (be.users * be.neg).sum(-1)
                 l_bce = F.binary_cross_entropy_with_logits(torch.cat([s_obs, s_neg]),
                                                            torch.cat([y, torch.zeros_like(y)]))
-                return {"bce": l_bce, "reg": l2_reg(config.reg, u.numel(), be.users0, be.pos0, be.neg0)}
+                return {"bce": l_bce, "reg": batch_l2(config.reg, be)}
             return {"bce": F.binary_cross_entropy_with_logits(s_obs, y),
-                    "reg": l2_reg(config.reg, u.numel(), be.users0, be.pos0)}
+                    "reg": batch_l2(config.reg, be, "users", "pos")}
 
         return minibatch_steps(opt, tensors, config.batch_size, bce_batch)
 

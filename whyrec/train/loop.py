@@ -25,7 +25,7 @@ import torch
 
 from ..models.base import Recommender
 from .checkpoint import TRAINING_STATE, load_training_state, save_training_state, train_fingerprint
-from .losses import bpr_loss, l2_reg
+from .losses import batch_l2, bpr_loss
 from .sampling import UniformNegativeSampler
 
 __all__ = ["TrainConfig", "History", "fit", "run_epochs", "minibatch_steps", "resolve_device"]
@@ -401,7 +401,7 @@ def fit(model: Recommender, train_csr, valid_csr=None, config: Optional[TrainCon
             be = model.batch_embeddings(u, i, j)
             s_pos = (be.users * be.pos).sum(-1)
             s_neg = (be.users * be.neg).sum(-1)
-            return {"bpr": bpr_loss(s_pos, s_neg), "reg": l2_reg(config.reg, u.numel(), be.users0, be.pos0, be.neg0)}
+            return {"bpr": bpr_loss(s_pos, s_neg), "reg": batch_l2(config.reg, be)}
 
         row = minibatch_steps(opt, tensors, config.batch_size, bpr_batch)
         row["sample_seconds"] = t_sample

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bpr_loss", "l2_reg"]
+__all__ = ["bpr_loss", "l2_reg", "batch_l2"]
 
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
@@ -30,3 +30,10 @@ def l2_reg(reg: float, batch_size: int, *layer0_rows: Tensor) -> Tensor:
         raise ValueError("l2_reg needs at least one tensor")
     sq = sum(t.pow(2).sum() for t in layer0_rows)
     return reg * 0.5 * sq / float(batch_size)
+
+
+def batch_l2(reg: float, be, *parts: str) -> Tensor:
+    """:func:`l2_reg` of a :class:`~whyrec.models.base.BatchEmbeddings`' layer-0 rows of ``parts``
+    (default all three: users, pos, neg), over its ``b`` triples, without gathering the rows when
+    the model gave its whole layer-0 table (:meth:`BatchEmbeddings.sq_norm`)."""
+    return reg * 0.5 * be.sq_norm(*parts) / float(be.users.shape[0])
