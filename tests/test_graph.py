@@ -231,12 +231,18 @@ def test_cuda_propagation_matches_cpu():
 
 
 @pytest.mark.parametrize("K", [0, 1, 2, 3])
-def test_rows_propagation_matches_full(K):
+@pytest.mark.parametrize("batch", ["few rows", "most rows"])
+def test_rows_propagation_matches_full(K, batch):
+    """Both branches of propagate_rows (last layer on the batch rows; the whole graph when the batch
+    holds most nodes) give propagate_final's rows and gradients, duplicates included."""
     R = sp.random(30, 40, density=0.1, random_state=5, format="csr")
     R.data[:] = 1
     adj = normalized_adjacency(R, dtype=torch.float64)
     x0 = torch.randn(70, 6, dtype=torch.float64)
     rows = torch.tensor([3, 3, 0, 45, 69, 12, 45])
+    if batch == "most rows":
+        rows = torch.cat([rows, torch.arange(0, 70, 2), torch.arange(1, 70, 3)])
+        assert torch.unique(rows).numel() > 0.5 * 70
     w = torch.randn(rows.numel(), 6, dtype=torch.float64)
     xa = x0.clone().requires_grad_(True)
     xb = x0.clone().requires_grad_(True)
@@ -248,6 +254,10 @@ def test_rows_propagation_matches_full(K):
     torch.testing.assert_close(xb.grad, xa.grad)
     xc = x0[:, :2].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: propagate_rows(adj, t, K, rows), (xc,))
+    parts = propagate_rows(adj, x0, K, rows[:6], split=3)
+    assert len(parts) == 3 and all(torch.equal(p, q) for p, q in zip(parts, propagate_rows(adj, x0, K, rows[:6]).split(2)))
+    with pytest.raises(ValueError, match="do not split into 4"):
+        propagate_rows(adj, x0, K, rows[:6], split=4)
 
 
 def test_scores_with_histories_rescores_exactly():

@@ -384,16 +384,26 @@ class LightGCNRowsPropagation(torch.autograd.Function):
         return None, h, None, None
 
 
+#: above this share of the nodes in a batch, :func:`propagate_rows` propagates the whole graph (on
+#: Gowalla, one thread: equal at 47 % -- batch 16,384 --, the whole graph 12 % faster at 91 %).
+ROWS_PROPAGATION_MAX_SHARE = 0.5
+
+
 def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
                    alphas: Optional[Sequence[float]] = None, split: Optional[int] = None):
     """``propagate_final(adj, emb0, n_layers, alphas)[rows]`` (same values and
     gradients), computed with :class:`LightGCNRowsPropagation`: the last layer
-    only for ``rows``. ``rows``: ``(b,)`` int64 node ids, duplicates allowed.
-    ``split``: return a tuple of that many equal consecutive blocks of the result
+    only for ``rows`` -- or, when the distinct rows are more than
+    :data:`ROWS_PROPAGATION_MAX_SHARE` of the nodes, :func:`propagate_final`.
+    ``rows``: ``(b,)`` int64 node ids, duplicates allowed. ``split``: return a tuple of that many equal consecutive blocks of the result
     instead (each gathered on its own: cheaper backward than slicing one result)."""
     a = tuple(layer_weights(n_layers, alphas))
     uniq, inv = torch.unique(rows, return_inverse=True)
-    if emb0.requires_grad and torch.is_grad_enabled():
+    if uniq.numel() > ROWS_PROPAGATION_MAX_SHARE * emb0.shape[0]:
+        # most nodes are in the batch: restricting the last layer saves little and building the
+        # restricted matrices costs more than it saves
+        out, inv = propagate_final(adj, emb0, n_layers, alphas), rows
+    elif emb0.requires_grad and torch.is_grad_enabled():
         out = LightGCNRowsPropagation.apply(adj, emb0, uniq, a)
     else:
         with torch.no_grad():
