@@ -229,6 +229,7 @@ def test_interrupted_train_resumes_to_the_same_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "_run_eval", real_eval)
 
     fails(args + ["--out", cut], "holds an interrupted training run", "--resume")
+    fails(["evaluate", cut], "stopped before its end", "--resume")
     fails(args[:-2] + ["--lr", "0.02", "--threads", "1", "--out", cut, "--resume"],
           "cannot resume, the config differs", "lr: saved 0.01, now 0.02")
     fails(args + ["--out", tmp_path / "none", "--resume"], "nothing to resume")

@@ -175,6 +175,11 @@ def verify_run(path: Path) -> dict:
     if not path.is_dir():
         raise RunError(f"run folder {path} does not exist")
     missing = [f for f in CORE_FILES + ("manifest.json",) if not (path / f).is_file()]
+    from .train.checkpoint import TRAINING_STATE
+
+    if missing and (path / TRAINING_STATE).is_file():
+        raise RunError(f"run folder {path} holds a training run that stopped before its end; finish it with "
+                       "the same `whyrec train` command plus --resume")
     if missing:
         raise RunError(f"run folder {path} is incomplete: missing {', '.join(missing)}")
     try:
