@@ -82,8 +82,8 @@ def main() -> None:
                     help="keep a resumable training state there at every evaluation (for runs longer than a sitting)")
     ap.add_argument("--resume", action="store_true",
                     help="continue the run whose state is in --state-dir; the log and wall time carry on")
-    ap.add_argument("--init-std", type=float, default=None,
-                    help="std of the layer-0 embeddings' normal initialisation (default: the preset's, else 0.1)")
+    ap.add_argument("--init-std", type=float, default=0.1,
+                    help="std of the layer-0 embeddings' normal initialisation (the authors' PyTorch port: 0.1)")
     ap.add_argument("--tag", default=None, help="name of the result files (default: the preset)")
     args = ap.parse_args()
     preset = dict(PRESETS[args.preset])
@@ -106,8 +106,7 @@ def main() -> None:
     data = load_dataset("gowalla", args.data_dir)
     split = official_split(data)
     train, _, test = split.matrices(data)
-    init_std = args.init_std if args.init_std is not None else preset.pop("init_std", 0.1)
-    preset.pop("init_std", None)
+    init_std = args.init_std
     torch.manual_seed(args.seed)
     model = LightGCN(data.n_users, data.n_items, LightGCNConfig(dim=64, n_layers=3, init_std=init_std), graph=train)
 

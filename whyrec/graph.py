@@ -395,8 +395,9 @@ def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
     gradients), computed with :class:`LightGCNRowsPropagation`: the last layer
     only for ``rows`` -- or, when the distinct rows are more than
     :data:`ROWS_PROPAGATION_MAX_SHARE` of the nodes, :func:`propagate_final`.
-    ``rows``: ``(b,)`` int64 node ids, duplicates allowed. ``split``: return a tuple of that many equal consecutive blocks of the result
-    instead (each gathered on its own: cheaper backward than slicing one result)."""
+    ``rows``: ``(b,)`` int64 node ids, duplicates allowed. ``split``: return a
+    tuple of that many equal consecutive blocks of the result instead (each
+    gathered on its own: cheaper backward than slicing one result)."""
     a = tuple(layer_weights(n_layers, alphas))
     uniq, inv = torch.unique(rows, return_inverse=True)
     if uniq.numel() > ROWS_PROPAGATION_MAX_SHARE * emb0.shape[0]:

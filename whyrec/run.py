@@ -171,12 +171,12 @@ def write_manifest(out: Path) -> None:
 
 def verify_run(path: Path) -> dict:
     """Check the folder has every core file and each matches the manifest; return the config."""
+    from .train.checkpoint import TRAINING_STATE  # lazy: keeps torch out of this module's import
+
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"run folder {path} does not exist")
     missing = [f for f in CORE_FILES + ("manifest.json",) if not (path / f).is_file()]
-    from .train.checkpoint import TRAINING_STATE
-
     if missing and (path / TRAINING_STATE).is_file():
         raise RunError(f"run folder {path} holds a training run that stopped before its end; finish it with "
                        "the same `whyrec train` command plus --resume")

@@ -96,16 +96,13 @@ def train(
                                         "eval_every": eval_every})
     model_config = recipe.model_config(options)
     ks = parse_ks(k, (10, 20))
+    from ..train.checkpoint import TRAINING_STATE
     from ..train.loop import LR_SCHEDULES
-
-    from ..train.sampling import POSITIVE_SAMPLING
+    from ..train.sampling import check_positives
 
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
-    if positives not in POSITIVE_SAMPLING:
-        raise ValueError(f"--positives must be one of {', '.join(POSITIVE_SAMPLING)}, got {positives!r}")
-    from ..train.checkpoint import TRAINING_STATE
-
+    check_positives(positives, "--positives")
     created = not out.exists()
     if resume:
         if overwrite:

@@ -20,13 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from ..models.base import Recommender
 from .checkpoint import TRAINING_STATE, load_training_state, save_training_state, train_fingerprint
 from .losses import batch_l2, bpr_loss
-from .sampling import UniformNegativeSampler
+from .sampling import UniformNegativeSampler, check_positives
 
 __all__ = ["TrainConfig", "History", "fit", "run_epochs", "minibatch_steps", "resolve_device"]
 
@@ -164,9 +163,9 @@ EpochFn = Callable[[int], dict]
 def sampled_setup(model: Recommender, train_csr, config: TrainConfig, state: dict) -> Callable[[torch.device], None]:
     """The ``setup`` of :func:`run_epochs` for the trainers that sample negatives (BPR, BCE): puts
     the device, a :class:`UniformNegativeSampler` and Adam into ``state``. An unknown
-    ``config.lr_schedule`` fails here, before any work."""
+    ``config.lr_schedule`` or ``config.positives`` fails here, before any work."""
     epoch_lr(config, 1)
-    UniformNegativeSampler(sp.csr_matrix((1, 2)), positives=config.positives)  # unknown value: fail now
+    check_positives(config.positives)
 
     def setup(device: torch.device) -> torch.optim.Optimizer:
         state["device"] = device

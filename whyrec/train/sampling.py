@@ -26,9 +26,16 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["UniformNegativeSampler", "POSITIVE_SAMPLING"]
+__all__ = ["UniformNegativeSampler", "POSITIVE_SAMPLING", "check_positives"]
 
 POSITIVE_SAMPLING = ("interactions", "users")
+
+
+def check_positives(value: str, label: str = "positives") -> str:
+    """``value`` if it names a way to sample positives, else a ``ValueError`` naming ``label``."""
+    if value not in POSITIVE_SAMPLING:
+        raise ValueError(f"{label} must be one of {', '.join(POSITIVE_SAMPLING)}; got {value!r}")
+    return value
 
 
 class UniformNegativeSampler:
@@ -39,9 +46,7 @@ class UniformNegativeSampler:
     """
 
     def __init__(self, train, seed: int = 2020, positives: str = "interactions"):
-        if positives not in POSITIVE_SAMPLING:
-            raise ValueError(f"positives must be one of {', '.join(POSITIVE_SAMPLING)}; got {positives!r}")
-        self.positives = positives
+        self.positives = check_positives(positives)
         if not sp.issparse(train):
             raise TypeError(f"train must be a scipy.sparse matrix, got {type(train).__name__}")
         csr = train.tocsr()
