@@ -33,27 +33,6 @@ import numpy as np
 import torch
 
 
-def naive_forward(model, u: int, m: int):
-    adj = model.adj
-    P_u, P_m = model.user_emb.weight.detach(), model.item_emb.weight.detach()
-    W_u, W_m = (w.detach() for w in model.projections())
-    X_u, X_m = model.x_user, model.x_item
-    f_u = X_u.shape[1]
-    from whyrec.graph import propagate_final
-
-    def forward(x):
-        out = []
-        for row in x:  # one step at a time (internal_batch_size=1 hands us one row anyway)
-            xu = torch.cat([X_u[:u], row[:f_u].unsqueeze(0), X_u[u + 1:]])
-            xm = torch.cat([X_m[:m], row[f_u:].unsqueeze(0), X_m[m + 1:]])
-            e0 = torch.cat([P_u + xu @ W_u, P_m + xm @ W_m])
-            e = propagate_final(adj, e0, model.n_layers, model.alphas)
-            out.append(e[u] @ e[model.n_users + m])
-        return torch.stack(out)
-
-    return forward
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, type=Path)
@@ -112,7 +91,7 @@ def main() -> None:
         x = res["inputs"].float()
         xb = res["baselines"].float()
         t0 = time.perf_counter()
-        ref = IntegratedGradients(naive_forward(run.model, int(u), int(m))).attribute(
+        ref = IntegratedGradients(F.repropagation_forward(run.model, int(u), int(m))).attribute(
             x, baselines=xb, n_steps=args.steps, internal_batch_size=1)
         naive.append(time.perf_counter() - t0)
         naive_err.append(float((ref.double() - res["attributions"]).abs().max()))

@@ -16,7 +16,6 @@ from conftest import dataset_dir
 from whyrec.cli import app
 from whyrec.explain import features as F
 from whyrec.explain import history as H
-from whyrec.graph import propagate_final
 from whyrec.models import LightGCN, LightGCNConfig
 from whyrec.models.lightgcn_features import LightGCNFeatures, LightGCNFeaturesConfig
 from whyrec.run import load_run
@@ -70,37 +69,13 @@ def test_completeness_on_trained_weights(frun):
     assert torch.allclose(a1, a50, atol=1e-9)
 
 
-def _naive_forward(model, u, m):
-    """The seed-style forward: put x into the pair's feature rows and re-propagate the WHOLE graph
-    for every interpolation step (float64)."""
-    adj = model.adj.to(torch.float64)
-    P_u, P_m = model.user_emb.weight.detach().double(), model.item_emb.weight.detach().double()
-    W_u, W_m = (w.detach().double() for w in model.projections())
-    X_u, X_m = model.x_user.double(), model.x_item.double()
-    f_u = X_u.shape[1]
-
-    def forward(x):
-        out = []
-        for row in x:
-            xu = X_u.clone()
-            xm = X_m.clone()
-            xu = torch.cat([xu[:u], row[:f_u].unsqueeze(0), xu[u + 1:]])
-            xm = torch.cat([xm[:m], row[f_u:].unsqueeze(0), xm[m + 1:]])
-            e0 = torch.cat([P_u + xu @ W_u, P_m + xm @ W_m])
-            e = propagate_final(adj, e0, model.n_layers, model.alphas)
-            out.append(e[u] @ e[model.n_users + m])
-        return torch.stack(out)
-
-    return forward
-
-
 def test_batched_ig_equals_captum_on_full_repropagation(frun):
     from captum.attr import IntegratedGradients
 
     ig = F.FeatureIG.for_run(frun)
     for u, m, baseline in ((3, 50, "mean"), (100, 7, "zero")):
         ours = ig.attribute([u], [m], steps=4, baseline=baseline)
-        naive = IntegratedGradients(_naive_forward(frun.model, u, m))
+        naive = IntegratedGradients(F.repropagation_forward(frun.model, u, m, dtype=torch.float64))
         ref, delta = naive.attribute(ours["inputs"], baselines=ours["baselines"], n_steps=4,
                                      return_convergence_delta=True)
         assert torch.allclose(ours["attributions"], ref, atol=1e-6), (ours["attributions"] - ref).abs().max()

@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["FeatureIG", "feature_ig", "explain_run", "explain_many", "render_text", "plot", "DEFAULT_STEPS"]
+__all__ = ["FeatureIG", "feature_ig", "repropagation_forward", "explain_run", "explain_many", "render_text", "plot", "DEFAULT_STEPS"]
 
 #: one Gauss–Legendre node is already exact here (the integrand is linear along the path, see above);
 #: more nodes only cost time (``--steps`` still sets them)
@@ -203,6 +203,34 @@ class FeatureIG:
             return "yes" if float(x_row[cols[0]]) > 0.5 else "no"
         active = [self.columns[j].split("=", 1)[-1] for j in cols if float(x_row[j]) > 0.5]
         return ", ".join(active) if active else "-"
+
+
+def repropagation_forward(model, user: int, item: int, dtype: Optional[torch.dtype] = None):
+    """The seed's forward for IG, kept as the slow reference :class:`FeatureIG` is checked and
+    benchmarked against: for each interpolated feature vector ``x`` (a row of ``(steps, f_u + f_m)``),
+    write ``x`` into the pair's rows of ``X_u`` and ``X_m``, rebuild every layer-0 embedding
+    ``E⁰ = P + X W`` and re-propagate the WHOLE graph, then score ``e_u · e_m``. One full
+    propagation per row: minutes per explanation on ML-1M, which is why :class:`FeatureIG` uses
+    the closed form instead. ``dtype``: compute in this dtype (``torch.float64`` for tests)."""
+    from whyrec.graph import propagate_final
+
+    cast = (lambda t: t.detach().to(dtype)) if dtype is not None else (lambda t: t.detach())
+    adj = model.adj.to(dtype) if dtype is not None else model.adj
+    P_u, P_m = cast(model.user_emb.weight), cast(model.item_emb.weight)
+    W_u, W_m = (cast(w) for w in model.projections())
+    X_u, X_m = cast(model.x_user), cast(model.x_item)
+    f_u = X_u.shape[1]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for row in x:
+            xu = torch.cat([X_u[:user], row[:f_u].unsqueeze(0), X_u[user + 1:]])
+            xm = torch.cat([X_m[:item], row[f_u:].unsqueeze(0), X_m[item + 1:]])
+            e = propagate_final(adj, torch.cat([P_u + xu @ W_u, P_m + xm @ W_m]), model.n_layers, model.alphas)
+            out.append(e[user] @ e[model.n_users + item])
+        return torch.stack(out)
+
+    return forward
 
 
 def feature_ig(run_or_model, **kwargs) -> FeatureIG:
