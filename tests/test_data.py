@@ -166,3 +166,14 @@ def test_download_verifies_and_extracts(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="checksum mismatch"):
         download.fetch("ml-100k", cache=tmp_path / "other")
     assert not (tmp_path / "other" / "ml-100k").exists()
+
+
+def test_id_index_maps_raw_ids_back_to_rows():
+    from whyrec.data.ids import IdIndex
+
+    index = IdIndex(np.array([10, 3, 7]))
+    assert [index.find(r) for r in (10, "3", 7)] == [0, 1, 2]
+    assert index.find(5) is None and index.find("seven") is None and index.find(None) is None
+    assert index[7] == 2 and len(index) == 3
+    with pytest.raises(KeyError):
+        index["5"]

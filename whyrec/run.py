@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import scipy.sparse as sp
 
 from .data.dataset import InteractionData, binary_matrix
 from .data.download import file_hash
+from .data.ids import IdIndex
 from .data.errors import WhyrecError
 from .data.splits import Split
 
@@ -109,15 +111,21 @@ class Run:
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    @cached_property
+    def user_lookup(self) -> IdIndex:
+        return IdIndex(self.user_ids)
+
+    @cached_property
+    def item_lookup(self) -> IdIndex:
+        return IdIndex(self.item_ids)
+
     def user_index(self, raw: str | int) -> int:
-        lookup = getattr(self, "_ulookup", None)
-        if lookup is None:
-            lookup = self._ulookup = {int(r): i for i, r in enumerate(self.user_ids)}
-        try:
-            return lookup[int(raw)]
-        except (KeyError, ValueError):
+        """Index of a raw user id; :class:`KeyError` naming the run's id range if unknown."""
+        row = self.user_lookup.find(raw)
+        if row is None:
             raise KeyError(f"unknown user id {raw!r} (this run has {self.n_users:,} users, "
-                           f"ids {self.user_ids.min()}..{self.user_ids.max()})") from None
+                           f"ids {self.user_ids.min()}..{self.user_ids.max()})")
+        return row
 
     def titles(self):
         from .data.titles import TitleIndex

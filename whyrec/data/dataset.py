@@ -9,11 +9,13 @@ looked up with :meth:`InteractionData.user_index` / :meth:`item_index`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
 
 from .errors import DataError
+from .ids import IdIndex
 
 
 def binary_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -113,8 +115,6 @@ class InteractionData:
         n = len(self.users)
         if len(self.items) != n or len(self.ratings) != n:
             raise ValueError("users, items and ratings must have the same length")
-        self._user_lookup: dict[int, int] | None = None
-        self._item_lookup: dict[int, int] | None = None
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -134,23 +134,27 @@ class InteractionData:
         return 0 if self.kg_triples is None else len(self.kg_triples)
 
     # ------------------------------------------------------------------ ids
+    @cached_property
+    def user_lookup(self) -> IdIndex:
+        return IdIndex(self.user_ids)
+
+    @cached_property
+    def item_lookup(self) -> IdIndex:
+        return IdIndex(self.item_ids)
+
     def user_index(self, raw_id: int | str) -> int:
         """Index of a raw user id; :class:`KeyError` with a clear message if unknown."""
-        if self._user_lookup is None:
-            self._user_lookup = {int(r): i for i, r in enumerate(self.user_ids)}
-        try:
-            return self._user_lookup[int(raw_id)]
-        except (KeyError, ValueError):
-            raise KeyError(f"unknown user id {raw_id!r} in dataset {self.name}") from None
+        row = self.user_lookup.find(raw_id)
+        if row is None:
+            raise KeyError(f"unknown user id {raw_id!r} in dataset {self.name}")
+        return row
 
     def item_index(self, raw_id: int | str) -> int:
         """Index of a raw item id; :class:`KeyError` with a clear message if unknown."""
-        if self._item_lookup is None:
-            self._item_lookup = {int(r): i for i, r in enumerate(self.item_ids)}
-        try:
-            return self._item_lookup[int(raw_id)]
-        except (KeyError, ValueError):
-            raise KeyError(f"unknown item id {raw_id!r} in dataset {self.name}") from None
+        row = self.item_lookup.find(raw_id)
+        if row is None:
+            raise KeyError(f"unknown item id {raw_id!r} in dataset {self.name}")
+        return row
 
     # ------------------------------------------------------------------ implicit feedback
     def positive_mask(self, min_rating: float | None = 4.0) -> np.ndarray:

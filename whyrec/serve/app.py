@@ -269,7 +269,7 @@ class Service:
         self.seen_indptr = seen.indptr.astype(np.int64)
         self.seen_indices = seen.indices.astype(np.int64)
         self.seen_t = torch.from_numpy(self.seen_indices)
-        self.item_index = {int(r): i for i, r in enumerate(run.item_ids)}
+        self.item_index = run.item_lookup
         self.popularity = np.diff(seen.tocsc().indptr).astype(np.int64)
         self.U = self.IT = self.S = None
         if type(model).score_users is Recommender.score_users:  # score = e_u · e_i: precompute both

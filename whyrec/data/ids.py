@@ -1,0 +1,34 @@
+"""Raw id -> row index lookup, shared by datasets, run folders and the service."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+class IdIndex:
+    """Maps the raw ids of a file (``ids``: ``(n,)`` ints, index -> raw) back to rows ``0..n-1``.
+
+    ``find(raw)`` accepts an int or a numeric string and returns ``None`` for an unknown or
+    non-numeric id; ``index[raw]`` raises :class:`KeyError` instead.
+    """
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = np.asarray(ids)
+        self._rows = {int(r): i for i, r in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def find(self, raw: int | str) -> Optional[int]:
+        try:
+            return self._rows.get(int(raw))
+        except (TypeError, ValueError):
+            return None
+
+    def __getitem__(self, raw: int | str) -> int:
+        row = self.find(raw)
+        if row is None:
+            raise KeyError(raw)
+        return row
