@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import scipy.sparse as sp
 
 from .data.dataset import InteractionData, binary_matrix
 from .data.download import file_hash
-from .data.ids import IdIndex
+from .data.ids import UserItemIds
 from .data.errors import WhyrecError
 from .data.splits import Split
 
@@ -87,7 +86,7 @@ def save_split_pairs(path: Path, split: Split, data: InteractionData) -> None:
 
 
 @dataclass
-class Run:
+class Run(UserItemIds):
     """A loaded run folder (see the module docstring)."""
 
     path: Path
@@ -102,22 +101,6 @@ class Run:
     extras: dict
     #: ``(n_users, n_items)`` CSR of every interaction's rating / weight (not only positives)
     ratings: sp.csr_matrix
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
-
-    @cached_property
-    def user_lookup(self) -> IdIndex:
-        return IdIndex(self.user_ids)
-
-    @cached_property
-    def item_lookup(self) -> IdIndex:
-        return IdIndex(self.item_ids)
 
     def user_index(self, raw: str | int) -> int:
         """Index of a raw user id; :class:`KeyError` naming the run's id range if unknown."""

@@ -9,13 +9,12 @@ looked up with :meth:`InteractionData.user_index` / :meth:`item_index`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
 
 from .errors import DataError
-from .ids import IdIndex
+from .ids import UserItemIds
 
 
 def binary_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -61,7 +60,7 @@ class FeatureMatrix:
 
 
 @dataclass
-class InteractionData:
+class InteractionData(UserItemIds):
     """Users, items, their interactions, side features and KG triples.
 
     Attributes
@@ -116,15 +115,7 @@ class InteractionData:
         if len(self.items) != n or len(self.ratings) != n:
             raise ValueError("users, items and ratings must have the same length")
 
-    # ------------------------------------------------------------------ sizes
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
-
+    # ------------------------------------------------------------------ sizes (n_users, n_items: UserItemIds)
     @property
     def n_interactions(self) -> int:
         return len(self.users)
@@ -134,14 +125,6 @@ class InteractionData:
         return 0 if self.kg_triples is None else len(self.kg_triples)
 
     # ------------------------------------------------------------------ ids
-    @cached_property
-    def user_lookup(self) -> IdIndex:
-        return IdIndex(self.user_ids)
-
-    @cached_property
-    def item_lookup(self) -> IdIndex:
-        return IdIndex(self.item_ids)
-
     def user_index(self, raw_id: int | str) -> int:
         """Index of a raw user id; :class:`KeyError` with a clear message if unknown."""
         row = self.user_lookup.find(raw_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
@@ -32,3 +33,27 @@ class IdIndex:
         if row is None:
             raise KeyError(raw)
         return row
+
+
+class UserItemIds:
+    """Mixin for objects with ``user_ids`` / ``item_ids`` arrays (index -> raw id): their sizes and
+    cached raw-id lookups (:class:`~whyrec.data.dataset.InteractionData`, :class:`~whyrec.run.Run`)."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @cached_property
+    def user_lookup(self) -> IdIndex:
+        return IdIndex(self.user_ids)
+
+    @cached_property
+    def item_lookup(self) -> IdIndex:
+        return IdIndex(self.item_ids)
