@@ -16,9 +16,10 @@ Presets (both are LightGCN with the paper's model; only the optimisation differs
 
 * ``paper``: batch 2048, lr 1e-3, reg 1e-4, 1000 epochs, positives sampled per uniform user (the
   paper's settings and the authors' sampler); resumable across sittings with ``--state-dir``;
-* ``fast``: batch 65536, lr 3e-2 on a half cosine down to 0 over 200 epochs, reg 1e-4 — 32x fewer
-  propagations per epoch than the paper (13 Adam steps an epoch), a larger step to match, and the
-  decay to take the noise of the large step out at the end;
+* ``fast``: batch 65536, lr 3e-2 on a half cosine down to 0 over 200 epochs, reg 1e-4, positives per
+  uniform user — 32x fewer propagations per epoch than the paper (13 Adam steps an epoch), a larger
+  step to match, and the decay to take the noise of the large step out at the end (before
+  2026-11-24 it sampled one pass over the interactions: ``--positives interactions``);
 * ``long``: the fast preset's step over a 4x longer cosine (800 epochs), positives per uniform user
   as the authors' code: the one that reaches the paper's Recall@20;
 * ``fast-b16k``: the previous session's fast preset, batch 16384, lr 5e-3 constant.
@@ -50,7 +51,8 @@ from whyrec.train.loop import TrainConfig, fit  # noqa: E402
 
 PRESETS = {
     "paper": {"batch_size": 2048, "lr": 1e-3, "reg": 1e-4, "epochs": 1000, "positives": "users"},
-    "fast": {"batch_size": 65536, "lr": 3e-2, "reg": 1e-4, "lr_schedule": "cosine", "lr_min": 0.0, "epochs": 200},
+    "fast": {"batch_size": 65536, "lr": 3e-2, "reg": 1e-4, "lr_schedule": "cosine", "lr_min": 0.0, "epochs": 200,
+             "positives": "users"},
     "long": {"batch_size": 65536, "lr": 3e-2, "reg": 1e-4, "lr_schedule": "cosine", "lr_min": 0.0, "epochs": 800,
              "positives": "users"},
     "fast-b16k": {"batch_size": 16384, "lr": 5e-3, "reg": 1e-4, "epochs": 1000},
