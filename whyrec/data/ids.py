@@ -16,8 +16,7 @@ class IdIndex:
     """
 
     def __init__(self, ids: np.ndarray) -> None:
-        self.ids = np.asarray(ids)
-        self._rows = {int(r): i for i, r in enumerate(self.ids)}
+        self._rows = {int(r): i for i, r in enumerate(np.asarray(ids))}
 
     def __len__(self) -> int:
         return len(self._rows)

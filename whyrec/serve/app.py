@@ -269,7 +269,6 @@ class Service:
         self.seen_indptr = seen.indptr.astype(np.int64)
         self.seen_indices = seen.indices.astype(np.int64)
         self.seen_t = torch.from_numpy(self.seen_indices)
-        self.item_index = run.item_lookup
         self.popularity = np.diff(seen.tocsc().indptr).astype(np.int64)
         self.U = self.IT = self.S = None
         if type(model).score_users is Recommender.score_users:  # score = e_u · e_i: precompute both
@@ -366,7 +365,7 @@ class Service:
 
         run = self.run
         out = recommend_for_new_user(run, [str(x) for x in liked], k)
-        items = [self.item_index[r] for r in out["liked_ids"]]
+        items = [self.run.item_lookup[r] for r in out["liked_ids"]]
         out["profile"] = self.profile(np.asarray(items, dtype=np.int64))
         self._add_because(items, out["recommendations"])
         return out
@@ -389,7 +388,7 @@ class Service:
                 nodes = liked_t + model.n_users
                 d_i = model.item_degree[liked_t].to(torch.float32) + 1.0
                 w = 1.0 / torch.sqrt(float(len(liked)) * d_i)  # (|L|,)
-                rec_idx = [self.item_index[r["item_id"]] for r in rows]
+                rec_idx = [self.run.item_lookup[r["item_id"]] for r in rows]
                 target = self.IT[:, torch.as_tensor(rec_idx)]  # (d, R)
                 contrib = torch.zeros(len(liked), len(rows))
                 for k in range(model.n_layers):
