@@ -47,23 +47,43 @@ def resolve_items(run: Run, liked: list[str]) -> list[int]:
     return list(dict.fromkeys(found))
 
 
-def recommend_for_new_user(run: Run, liked: list[str], k: int = 10) -> dict:
-    """Fold a new user into a trained LightGCN from the items they like (seed 003's "Charlie").
+def supports_new_users(model) -> bool:
+    """Whether a new user can be scored without retraining: folded into a LightGCN-type model
+    (``fold_in``), or scored exactly as a new interaction row by a graph filter (``score_items``)."""
+    return hasattr(model, "fold_in") or hasattr(model, "score_items")
 
-    The user's embedding is computed by the model's own propagation rule
-    (:meth:`whyrec.models.LightGCN.fold_in`), no retraining; the liked items are excluded.
+
+def recommend_for_new_user(run: Run, liked: list[str], k: int = 10) -> dict:
+    """Recommendations for a new user from the items they like (seed 003's "Charlie"), no retraining.
+
+    LightGCN-type runs fold the user in by the model's own propagation rule
+    (:meth:`whyrec.models.LightGCN.fold_in`). Graph filters (:class:`whyrec.models.spectral.
+    LinearFilter`) score the liked items as a new interaction row, exactly, and each
+    recommendation carries ``because``: every liked item's exact contribution to its score
+    (they sum to the score). The liked items themselves are excluded.
     """
-    if not hasattr(run.model, "fold_in"):
-        raise ValueError(f"a new user can be folded in only into a LightGCN run; this run is {run.config['model']}")
+    model = run.model
+    if not supports_new_users(model):
+        raise ValueError("a new user can be scored only by a LightGCN-type run (folded in) or a graph filter "
+                         f"(gf-cf, bspm, cheby-cf: a new row); this run is {run.config['model']}")
     items = resolve_items(run, liked)
     with torch.no_grad():
-        vec = run.model.fold_in(torch.tensor(items))
-        scores = run.model.score_vectors(vec.unsqueeze(0))
-    scores[0, items] = -torch.inf
-    top = torch.topk(scores[0], min(k, run.n_items))
+        if hasattr(model, "score_items"):
+            scores = model.score_items(items).clone()
+        else:
+            scores = model.score_vectors(model.fold_in(torch.tensor(items)).unsqueeze(0))[0]
+    scores[items] = -torch.inf
+    top = torch.topk(scores, min(k, run.n_items))
+    rows = _rows(run, top.indices.numpy(), top.values.numpy())
+    if hasattr(model, "history_contributions") and rows:
+        contrib = model.history_contributions(items, top.indices[: len(rows)].numpy())  # (|L|, R)
+        for r, row in enumerate(rows):
+            order = torch.argsort(contrib[:, r], descending=True).tolist()
+            row["because"] = [{"item_id": int(run.item_ids[items[j]]), "title": run.titles().label(items[j]),
+                               "contribution": float(contrib[j, r])} for j in order]
     return {
         "liked": [run.titles().label(i) for i in items],
         "liked_ids": [int(run.item_ids[i]) for i in items],
         "k": k,
-        "recommendations": _rows(run, top.indices.numpy(), top.values.numpy()),
+        "recommendations": rows,
     }

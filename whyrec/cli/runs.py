@@ -131,6 +131,8 @@ def train(
                              resume=resume)
         trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
         hist = trainer(net, inputs, monitor_m, config, out, progress)
+        if recipe.final_config is not None:  # settings chosen while fitting (e.g. on validation)
+            model_config = recipe.final_config(net, model_config)
         net.eval()
         test_metrics = evaluate_ranking(net.score_users, train_m, test_m, ks=ks)
         metrics = {

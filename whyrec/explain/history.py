@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from ..graph import sym_spmm
+from .decomposition import contributions, explain_filter, is_filter
 
 __all__ = ["HistoryContext", "history_context", "history_attributions", "edge_scaled_scores",
            "history_importances", "importances", "explain_run", "render_text", "plot"]
@@ -252,12 +253,17 @@ def removal_effects(ctx: HistoryContext, user: int, item: int, which: Sequence[i
 
 def prepare(run) -> None:
     """Build the run's float64 context and trained layers now (``whyrec serve`` start-up)."""
-    history_context(run).layers()
+    if not is_filter(run.model):  # the filters' decomposition needs nothing up front
+        history_context(run).layers()
 
 
 def history_importances(run, user_idx: int, item_idx: int, steps: Optional[int] = None) -> dict[int, float]:
     """``{history item index: IG attribution}`` of ``ŷ(user, item)`` (faithfulness interface;
-    ``steps=None``: the exact minimum of K Gauss–Legendre nodes)."""
+    ``steps=None``: the exact minimum of K Gauss–Legendre nodes). For a graph filter: the exact
+    contributions (:mod:`whyrec.explain.decomposition`)."""
+    if is_filter(run.model):
+        hist, contrib = contributions(run, user_idx, item_idx)
+        return {int(j): float(v) for j, v in zip(hist, contrib)}
     res = history_attributions(history_context(run), user_idx, item_idx, steps=steps)
     return {int(j): float(v) for j, v in zip(res["history"], res["attributions"])}
 
@@ -289,6 +295,9 @@ def explain_run(run, user_idx: int, item_idx=None, steps: Optional[int] = None, 
     change when that one edge alone is removed."""
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
         raise ValueError(f"--steps must be a positive integer, got {steps!r}")
+    if is_filter(run.model):  # exact decomposition, no IG needed
+        u = int(user_idx)
+        return explain_filter(run, u, _top_item(run, u) if item_idx is None else int(item_idx), top=top)
     t0 = time.perf_counter()
     ctx = history_context(run)
     u = int(user_idx)
@@ -322,17 +331,23 @@ def explain_run(run, user_idx: int, item_idx=None, steps: Optional[int] = None, 
 
 
 def render_text(result: dict) -> str:
-    lines = [f"why user {result['user']} gets {result['item_title']} (id {result['item']}): Integrated Gradients "
-             f"over the user's {result['n_history']} history edges ({result['steps']} steps)",
-             result["because"],
-             f"score {result['score']:.4f}   without the user's edges {result['baseline_score']:.4f}   "
-             f"delta {result['delta']:.2e}",
+    if result.get("exact"):
+        head = (f"why user {result['user']} gets {result['item_title']} (id {result['item']}): the exact "
+                f"decomposition of the score over the user's {result['n_history']} history items")
+        totals = f"score {result['score']:.4f}   = sum of the contributions (residual {result['delta']:.2e})"
+    else:
+        head = (f"why user {result['user']} gets {result['item_title']} (id {result['item']}): Integrated Gradients "
+                f"over the user's {result['n_history']} history edges ({result['steps']} steps)")
+        totals = (f"score {result['score']:.4f}   without the user's edges {result['baseline_score']:.4f}   "
+                  f"delta {result['delta']:.2e}")
+    lines = [head, result["because"], totals,
              f"{'rank':>4}  {'attribution':>11}  {'share':>6}  {'removed':>9}  rating  history item"]
     for k, r in enumerate(result["attributions"], 1):
         rating = f"{r['rating']:.0f}" if r.get("rating") else "-"
         lines.append(f"{k:>4}  {r['attribution']:>+11.4f}  {100 * r['share']:>5.1f}%  {r['removal_effect']:>+9.4f}  "
                      f"{rating:>6}  {r['title']} (id {r['item']})")
-    lines.append("(removed = exact score change when only that edge is removed)")
+    lines.append("(removed = exact score change when only that " + ("item" if result.get("exact") else "edge")
+                 + " is removed)")
     return "\n".join(lines)
 
 

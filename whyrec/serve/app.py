@@ -282,7 +282,9 @@ class Service:
             with torch.inference_mode():
                 self.S = torch.cat([model.score_users(torch.arange(lo, min(lo + 256, run.n_users))).float()
                                     for lo in range(0, run.n_users, 256)]).contiguous()
-        self.new_users = hasattr(model, "fold_in")
+        from ..recommend import supports_new_users
+
+        self.new_users = supports_new_users(model)
         # genres as a multi-hot matrix, for the genre profiles
         genres = run.item_genres or [[] for _ in range(run.n_items)]
         self.genre_names = sorted({g for gs in genres for g in (gs or [])})

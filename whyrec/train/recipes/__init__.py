@@ -44,7 +44,7 @@ class Recipe:
     ``train_defaults``: this model's values for the generic training flags it does not share
     with LightGCN (``TrainConfig`` field -> value, e.g. ``{"lr": 5e-4}``); ``model_defaults``:
     the same for ``dim``/``layers`` (``None``: the model has no such setting). ``whyrec train``
-    uses them for every flag the user did not give."""
+    uses them for every flag the user did not give. ``final_config``: see the field."""
 
     name: str
     build: Callable
@@ -55,6 +55,9 @@ class Recipe:
     explain_methods: tuple[str, ...] = ()
     train_defaults: dict = field(default_factory=dict)
     model_defaults: dict = field(default_factory=dict)
+    #: ``(model, model_config) -> model_config`` to save after fitting (models whose settings are
+    #: chosen during fitting, e.g. on validation); ``None``: the config they were built with
+    final_config: Optional[Callable] = None
 
     def train_config(self, given: dict) -> dict:
         """``TrainConfig`` keyword arguments: the recipe's defaults, then the flags in ``given``."""
