@@ -33,10 +33,19 @@ def _history(run, user_idx: int) -> np.ndarray:
 
 
 def contributions(run, user_idx: int, item_idx: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(history item indices, F(j, item))`` for the user's training history."""
-    hist = _history(run, int(user_idx))
-    contrib = run.model.history_contributions(hist, [int(item_idx)])[:, 0].double().numpy()
-    return hist, contrib
+    """``(history item indices, F(j, item))`` for the user's training history. The user's whole
+    ``(|H|, n_items)`` block is computed once and kept for the next call about the same user (the
+    faithfulness benchmark asks for each of a user's ten recommendations in turn)."""
+    from . import run_cache
+
+    cache = run_cache(run, "decomposition")
+    u = int(user_idx)
+    if cache.get("user") != u:
+        hist = _history(run, u)
+        cache.clear()
+        cache.update(user=u, history=hist,
+                     block=run.model.history_contributions(hist, np.arange(run.n_items)).double().numpy())
+    return cache["history"], cache["block"][:, int(item_idx)].copy()
 
 
 def explain_filter(run, user_idx: int, item: int, top: int = 10) -> dict:

@@ -131,11 +131,18 @@ class BSPM(LinearFilter):
         return np.trim_zeros(p, "b") if p.any() else np.zeros(1), np.trim_zeros(q, "b") if q.any() else np.zeros(1)
 
     # -- scoring ------------------------------------------------------------ #
-    def apply_polynomial(self, coeffs: np.ndarray, X: Tensor) -> Tensor:
-        """``p(P̃) X`` (Horner: ``deg p`` propagations)."""
-        out = X * float(coeffs[-1])
-        for a in coeffs[-2::-1]:
-            out = self.propagate(out)
+    def apply_polynomial(self, coeffs: np.ndarray, X: Tensor, rows=None) -> Tensor:
+        """``p(P̃) X`` by Horner's rule, ``deg p`` propagations; with ``rows`` (the sparse
+        :class:`~whyrec.models.spectral.Rows` of ``X``) the first one is done from them."""
+        if len(coeffs) == 1:
+            return X * float(coeffs[0])
+        if rows is not None:
+            out = rows.propagate().mul_(float(coeffs[-1]))
+        else:
+            out = self.propagate(X * float(coeffs[-1]))
+        for n, a in enumerate(coeffs[-2::-1]):
+            if n:
+                out = self.propagate(out)
             if a:
                 out.add_(X, alpha=float(a))
         return out
@@ -149,12 +156,12 @@ class BSPM(LinearFilter):
                 return self.apply_polynomial(q, d_half * self.V).contiguous()
         return self._cached("idl_right", make)
 
-    def filter_items(self, X: Tensor) -> Tensor:
+    def filter_items(self, rows) -> Tensor:
         p, _ = self.polynomials()
-        d_inv = self._vector("d^-1/2", self.graph.item_power(-0.5)).unsqueeze(1)
-        out = self.apply_polynomial(p, X)
+        out = self.apply_polynomial(p, rows.dense(), rows)
         if self.config.beta:
-            out.addmm_(self.idl_right(), self.V.T @ (X * d_inv), alpha=float(self.config.beta))
+            low = rows.scaled(self.graph.item_power(-0.5)).project(self.V)  # V^T D^-1/2 x, (k, b)
+            out.addmm_(self.idl_right(), low, alpha=float(self.config.beta))
         return out
 
 

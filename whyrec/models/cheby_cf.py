@@ -99,25 +99,19 @@ class ChebyCF(LinearFilter):
         """``L̃ X = X - 2 P̃ X``."""
         return self.propagate(X).mul_(-2.0).add_(X)
 
-    def chebyshev_terms(self, X: Tensor):
-        """Yield ``T_k(L̃) X`` for ``k = 0..K`` (three-term recurrence)."""
-        prev, cur = None, X
-        for k in range(len(self.coefficients)):
-            if k == 1:
-                prev, cur = cur, self.laplacian(cur)
-            elif k > 1:
-                prev, cur = cur, self.laplacian(cur).mul_(2.0).sub_(prev)
-            yield cur
-
-    def filter_items(self, X: Tensor) -> Tensor:
+    def filter_items(self, rows) -> Tensor:
         c = self.config
-        pre = self._vector("pre", self.graph.item_power(-c.beta)).unsqueeze(1)
         post = self._vector("post", self.graph.item_power(c.beta)).unsqueeze(1)
-        Xn = X * pre
-        out = None
-        for ck, term in zip(self.coefficients, self.chebyshev_terms(Xn)):
-            out = term * float(ck) if out is None else out.add_(term, alpha=float(ck))
+        xn = rows.scaled(self.graph.item_power(-c.beta))  # x̂ = x ⊙ d^-β, sparse
+        coeffs = self.coefficients
+        prev = xn.dense()                                 # T_0(L̃) x̂
+        out = prev * float(coeffs[0])
+        if len(coeffs) > 1:
+            cur = xn.propagate().mul_(-2.0).add_(prev)    # T_1(L̃) x̂ = x̂ - 2 P̃ x̂, first product sparse
+            out.add_(cur, alpha=float(coeffs[1]))
+            for ck in coeffs[2:]:                         # T_{k+1} = 2 L̃ T_k - T_{k-1}
+                prev, cur = cur, self.laplacian(cur).mul_(2.0).sub_(prev)
+                out.add_(cur, alpha=float(ck))
         if c.alpha:
-            V = self.V
-            out.addmm_(V, V.T @ Xn, alpha=float(c.alpha))
+            out.addmm_(self.V, xn.project(self.V), alpha=float(c.alpha))
         return out.mul_(post)

@@ -44,14 +44,8 @@ class GFCF(LinearFilter):
         self.config = config = config or GFCFConfig()
         super().__init__(train, config)
 
-    def terms(self, X: Tensor) -> tuple[Tensor, Tensor]:
-        """``(P̃ X, low-pass(X))`` item-major: the two hyper-parameter-free parts."""
-        d_inv = self._vector("d^-1/2", self.graph.item_power(-0.5)).unsqueeze(1)
-        d_half = self._vector("d^1/2", self.graph.item_power(0.5)).unsqueeze(1)
+    def filter_items(self, rows) -> Tensor:
         V = self.V
-        low = (V @ (V.T @ (X * d_inv))) * d_half
-        return self.propagate(X), low
-
-    def filter_items(self, X: Tensor) -> Tensor:
-        linear, low = self.terms(X)
-        return linear.add_(low, alpha=float(self.config.alpha))
+        d_half = self._vector("d^1/2", self.graph.item_power(0.5)).unsqueeze(1)
+        low = rows.scaled(self.graph.item_power(-0.5)).project(V)  # V^T D^-1/2 x, (k, b)
+        return rows.propagate().addmm_(V * d_half, low, alpha=float(self.config.alpha))

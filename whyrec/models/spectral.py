@@ -213,25 +213,17 @@ class LinearFilter(Recommender):
         """``P̃ X = R̃^T (R̃ X)`` for item-major ``X`` ``(n_items, b)`` (two CSR products)."""
         return torch.sparse.mm(self._RnT, torch.sparse.mm(self._Rn, X))
 
-    def filter_items(self, X: Tensor) -> Tensor:
-        """Item-major scores ``F^T X`` ``(n_items, b)`` of item-major rows ``X`` ``(n_items, b)``."""
+    def filter_items(self, rows: "Rows") -> Tensor:
+        """Item-major scores ``(n_items, b)`` (``= (X F)^T``) of a block of interaction rows."""
         raise NotImplementedError
 
     # -- scoring ------------------------------------------------------------ #
-    def _rows_dense(self, rows: sp.csr_matrix) -> Tensor:
-        """Item-major dense block ``(n_items, b)`` of binary rows."""
-        coo = sp.coo_matrix(rows)
-        X = torch.zeros(self.n_items, rows.shape[0])
-        if coo.nnz:
-            X[torch.from_numpy(coo.col.astype(np.int64)), torch.from_numpy(coo.row.astype(np.int64))] = 1.0
-        return X
-
     def _score_rows(self, rows: sp.csr_matrix) -> Tensor:
         out = torch.empty(rows.shape[0], self.n_items)
         with torch.no_grad():
             for lo in range(0, rows.shape[0], self.block):
                 hi = min(lo + self.block, rows.shape[0])
-                out[lo:hi] = self.filter_items(self._rows_dense(rows[lo:hi])).T
+                out[lo:hi] = self.filter_items(Rows(self, rows[lo:hi])).T
         return out
 
     def score_users(self, users: LongTensor) -> Tensor:
@@ -272,10 +264,10 @@ class LinearFilter(Recommender):
         items = torch.as_tensor(np.asarray(items, dtype=np.int64).reshape(-1))
         if history.size == 0:
             return torch.zeros(0, len(items))
-        X = torch.zeros(self.n_items, len(history))
-        X[torch.from_numpy(history), torch.arange(len(history))] = 1.0
+        unit = sp.csr_matrix((np.ones(len(history), np.float32), (np.arange(len(history)), history)),
+                             shape=(len(history), self.n_items))
         with torch.no_grad():
-            return self.filter_items(X).index_select(0, items).T.contiguous()
+            return self.filter_items(Rows(self, unit)).index_select(0, items).T.contiguous()
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} has no user embeddings: a user is their interaction "
@@ -286,3 +278,41 @@ class LinearFilter(Recommender):
 
     def extra_repr(self) -> str:
         return f"n_users={self.n_users}, n_items={self.n_items}, config={self.config}"
+
+
+class Rows:
+    """A block of ``b`` (weighted) interaction rows, kept sparse (``(b, n_items)`` CSR), with the
+    first step of every filter term done from the sparse rows: ``R̃ X`` costs ``Σ_j deg(j)`` over the
+    rows' items instead of ``nnz(R)·b``, and ``V^T X`` gathers ``V``'s rows instead of a dense
+    ``k × n_items × b`` product. Everything returned is item-major ``(·, b)``."""
+
+    def __init__(self, model: LinearFilter, rows: sp.csr_matrix, weights: Optional[np.ndarray] = None):
+        self.model = model
+        self.rows = sp.csr_matrix(rows, dtype=np.float32)
+        if weights is not None:
+            self.rows = sp.csr_matrix(self.rows @ sp.diags(np.asarray(weights, np.float32)), dtype=np.float32)
+        self.b = self.rows.shape[0]
+
+    def scaled(self, weights: np.ndarray) -> "Rows":
+        """The rows with item ``j``'s column multiplied by ``weights[j]``."""
+        return Rows(self.model, self.rows, weights)
+
+    def dense(self) -> Tensor:
+        """``X`` ``(n_items, b)``."""
+        return torch.from_numpy(np.ascontiguousarray(self.rows.T.toarray()))
+
+    def add_to(self, out: Tensor, alpha: float = 1.0) -> Tensor:
+        """``out += alpha X`` in place (only the stored entries are touched)."""
+        coo = self.rows.tocoo()
+        out.index_put_((torch.from_numpy(coo.col.astype(np.int64)), torch.from_numpy(coo.row.astype(np.int64))),
+                       torch.from_numpy(coo.data * np.float32(alpha)), accumulate=True)
+        return out
+
+    def propagate(self) -> Tensor:
+        """``P̃ X`` ``(n_items, b)``: ``R̃ X`` as a sparse product, then one CSR × dense product."""
+        y = (self.model.graph.Rn @ self.rows.T).toarray()  # (n_users, b)
+        return torch.sparse.mm(self.model._RnT, torch.from_numpy(np.ascontiguousarray(y, np.float32)))
+
+    def project(self, V: Tensor) -> Tensor:
+        """``V^T X`` ``(k, b)`` for ``V`` ``(n_items, k)``."""
+        return torch.from_numpy(np.ascontiguousarray((self.rows @ V.numpy()).T))
