@@ -8,13 +8,13 @@ from typing import Optional
 
 import typer
 
-from .app import app, friendly
+from .app import app, friendly, run_dir_argument, seed_option
 
 
 @app.command()
 @friendly
 def concepts(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train` (a dataset with genres)."),
+    run_dir: Path = run_dir_argument("Run folder written by `whyrec train` (a dataset with genres)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the figures, sensitivity.csv and summary.json."),
     genres: Optional[str] = typer.Option(None, "--genres", help="Comma-separated genres (default: every genre "
                                          "with enough items)."),
@@ -23,7 +23,7 @@ def concepts(
                                     "to enter its mean-rating correlation."),
     random_runs: int = typer.Option(20, "--random-runs", min=0, help="Random concepts per genre for the "
                                     "significance test (0: skip it; p >= 1/(R+1))."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the hold-out splits and the random concepts."),
+    seed: int = seed_option("Seed of the hold-out splits and the random concepts."),
     min_items: int = typer.Option(10, "--min-items", min=2, help="A genre needs this many items to fit a CAV."),
     scatter: Optional[str] = typer.Option(None, "--scatter", help="Genre for the scatter figure (default: every "
                                           "analysed genre gets one)."),

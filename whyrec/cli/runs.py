@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 
-from ..data import load_dataset
-from .app import app, data_dir_option, dataset_option, echo_notes, friendly, metrics_table, parse_ks
+from .app import (app, data_dir_option, dataset_option, echo_notes, friendly, metrics_table, parse_ks,
+                  progress_option, run_dir_argument, seed_option)
 
 
 def parse_opts(values: list[str] | None) -> dict:
@@ -70,7 +69,7 @@ def train(
     dim: Optional[int] = typer.Option(None, help="Embedding size (default: the model's; LightGCN: the paper's 64)."),
     reg: Optional[float] = typer.Option(
         None, help="L2 weight (default: the model's; LightGCN: the paper's 1e-4 on the batch's layer-0 rows)."),
-    seed: int = typer.Option(2020, help="Seed for the split, initialisation and sampling."),
+    seed: int = seed_option("Seed for the split, initialisation and sampling."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on validation every N epochs (default: the model's; 20)."),
     patience: int = typer.Option(5, help="Stop after this many evaluations without a better recall@20 (0: never)."),
     eval_on_test: bool = typer.Option(
@@ -81,9 +80,12 @@ def train(
     opt: Optional[list[str]] = typer.Option(None, "--opt", help="Model-specific setting KEY=VALUE (repeatable)."),
     device: str = typer.Option("auto", help="auto (CUDA if available), cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = progress_option("Show a progress bar (--no-progress: one line per evaluation instead)."),
 ) -> None:
     """Train a model and write a run folder (weights, config, split, id maps, metrics, curves)."""
+    import torch
+
+    from ..data import load_dataset
     from ..data.splits import make_split
     from ..evaluate import evaluate_ranking
     from ..run import prepare_run_dir, write_run
@@ -130,7 +132,7 @@ def train(
                              num_threads=threads, lr_schedule=lr_schedule, lr_min=lr_min, positives=positives,
                              resume=resume)
         trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
-        hist = trainer(net, inputs, monitor_m, config, out, progress)
+        hist = trainer(net, inputs, monitor_m, config, out, progress or "lines")
         net.eval()
         test_metrics = evaluate_ranking(net.score_users, train_m, test_m, ks=ks)
         metrics = {
@@ -160,7 +162,7 @@ def train(
 @app.command()
 @friendly
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train`."),
+    run_dir: Path = run_dir_argument(),
     k: Optional[list[str]] = typer.Option(None, "--k", help="Cut-offs: --k 10 20, --k 10 --k 20 or --k 10,20."),
     more_k: Optional[list[str]] = typer.Argument(None, hidden=True),
     split_part: str = typer.Option("test", "--on", help="test or valid."),
@@ -190,7 +192,7 @@ def evaluate(
 @app.command()
 @friendly
 def recommend(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train`."),
+    run_dir: Path = run_dir_argument(),
     user: Optional[str] = typer.Option(None, "--user", "-u", help="Raw user id from the dataset."),
     liked: Optional[list[str]] = typer.Option(
         None, "--liked", help="A new user's liked item (title, forgivingly matched, or raw id); repeat it."),

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from .app import app, friendly
+from .app import app, friendly, run_dir_argument
 
 
 @app.command()
 @friendly
 def serve(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train` (read only, never written)."),
+    run_dir: Path = run_dir_argument("Run folder written by `whyrec train` (read only, never written)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default; 0.0.0.0 exposes it)."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free port)."),
     max_body: int = typer.Option(64 * 1024, min=1, help="Largest accepted request body in bytes (413 beyond)."),

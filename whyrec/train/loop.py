@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
@@ -267,7 +268,7 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
             t_start -= t_before
             last_metrics = hist.evals[-1][1] if hist.evals else {}
         bar = None
-        if progress:
+        if progress and progress != "lines":  # "lines": no bar, one line on stderr per evaluation
             from tqdm.auto import tqdm
 
             bar = tqdm(total=config.epochs, initial=first - 1, desc=f"train {type(model).__name__}", unit="epoch")
@@ -297,6 +298,8 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
                     if config.patience is not None and bad >= config.patience:
                         stop = True
             hist.epochs.append(row)
+            if progress == "lines" and checkpoint:
+                _print_line(epoch, config.epochs, row, monitor, ks)
             if state_path is not None and checkpoint and not stop:
                 save_training_state(state_path, model=model, optimizer=opt, best_state=best_state, info={
                     **identity, "epoch": epoch, "bad": bad, "seconds": time.perf_counter() - t_start,
@@ -328,6 +331,12 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
         if out_dir is not None and hist.epochs:
             write_curves(hist, out_dir)
     return hist
+
+
+def _print_line(epoch: int, epochs: int, row: dict, monitor: str, ks: tuple) -> None:
+    parts = [f"epoch {epoch}/{epochs}", f"loss {row['loss']:.4f}"]
+    parts += [f"{k} {row[k]:.4f}" for k in dict.fromkeys((monitor, f"ndcg@{ks[0]}")) if k in row]
+    print("  ".join(parts), file=sys.stderr, flush=True)
 
 
 _NOT_PART_OF_RESUME = ("device", "num_threads", "eval_batch_size", "patience", "resume")
