@@ -194,7 +194,7 @@ def verify_run(path: Path) -> dict:
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:
     """Load and verify a run folder; the model comes back in eval mode on ``device``."""
-    from .train.checkpoint import load_weights
+    from .train.checkpoint import check_safetensors, load_weights
 
     path = Path(path)
     config = verify_run(path)
@@ -212,6 +212,10 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     if (path / "extras.npz").is_file():
         with np.load(path / "extras.npz", allow_pickle=False) as z:
             extras = dict(z)
+    try:
+        check_safetensors(path / "weights.safetensors")  # before building anything on top of it
+    except ValueError as err:
+        raise RunError(str(err)) from None
     model = build_model(config["model"], n_users, n_items, matrices["train"], config["model_config"], extras)
     try:
         load_weights(model, path / "weights.safetensors")

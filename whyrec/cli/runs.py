@@ -92,6 +92,11 @@ def train(
     from ..train.loop import TrainConfig, fit
     from ..train.recipes import ModelInputs, get_recipe
 
+    from ..train.loop import check_train_values
+
+    # pointless hyper-parameters are refused before any work (the flags as given, then the model's defaults)
+    check_train_values({"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg, "eval_every": eval_every,
+                        "lr_min": lr_min}, flags=True)
     recipe = get_recipe(model)
     options = {**recipe.model_options(dim, layers), "features": features, **parse_opts(opt)}
     train_values = recipe.train_config({"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg,
@@ -105,6 +110,7 @@ def train(
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     check_positives(positives, "--positives")
+    check_train_values(train_values, flags=True)
     created = not out.exists()
     if resume:
         if overwrite:

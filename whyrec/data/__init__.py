@@ -53,7 +53,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> "InteractionD
         from .download import fetch
 
         data_dir = fetch(name)
-    return _loaders()[name](Path(data_dir))
+    data = _loaders()[name](Path(data_dir))
+    if data.n_interactions == 0 or data.n_users == 0 or data.n_items == 0:
+        raise DataError(f"no interactions ({data.n_users} users, {data.n_items} items): not a dataset", data_dir)
+    return data
 
 
 __all__ = [

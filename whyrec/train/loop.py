@@ -69,6 +69,30 @@ class TrainConfig:
     positives: str = "interactions"
     resume: bool = False
 
+    def __post_init__(self) -> None:
+        check_train_values(asdict(self))
+
+
+def check_train_values(values: dict, flags: bool = False) -> None:
+    """Refuse settings that cannot train: ``epochs``, ``batch_size``, ``eval_every`` below 1, a learning
+    rate or L2 weight that is not a finite number (lr > 0, reg >= 0). ``ValueError`` names the setting
+    (as a command-line flag, ``--epochs``, with ``flags``); only the keys present are checked."""
+    def name(key: str) -> str:
+        return "--" + key.replace("_", "-") if flags else key
+
+    for key in ("epochs", "batch_size", "eval_every"):
+        v = values.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name(key)} must be a whole number of at least 1, got {v!r}")
+    for key, low, strict in (("lr", 0.0, True), ("reg", 0.0, False), ("lr_min", 0.0, False)):
+        v = values.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or (v <= low if strict else v < low):
+            rule = "a finite number above 0" if strict else "a finite number of at least 0"
+            raise ValueError(f"{name(key)} must be {rule}, got {v!r}")
+
 
 LR_SCHEDULES = ("constant", "cosine")
 
