@@ -36,7 +36,7 @@ def concepts(
 
     from ..explain.concept_plots import write_report_figures
     from ..explain.concepts import analyze_run
-    from ..run import load_run
+    from ..run import atomic_path, atomic_write_text, load_run
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to write into it")
@@ -51,11 +51,12 @@ def concepts(
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(report.S, columns=report.names)
     df.insert(0, "user_id", np.asarray(report.user_ids, dtype=np.int64))
-    df.to_csv(out / "sensitivity.csv", index=False, float_format="%.6g")
+    with atomic_path(out / "sensitivity.csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
     figures = write_report_figures(report, out, scatter, highlight=requested)
     summary = report.summary()
     summary["files"] = {"sensitivity": str(out / "sensitivity.csv"), **figures}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if as_json:
         typer.echo(json.dumps(summary))
         return

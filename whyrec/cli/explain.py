@@ -48,8 +48,10 @@ def explain(
     if figure is not None:
         if figure.exists() and figure.is_dir():
             raise ValueError(f"--figure {figure} is a folder; give a file name such as why.png")
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        module.plot(result, figure)
+        from ..run import atomic_path
+
+        with atomic_path(figure) as tmp:  # an existing figure is replaced only by a complete one
+            module.plot(result, tmp)
         result["figure"] = str(figure)
     if as_json:
         typer.echo(json.dumps(result))

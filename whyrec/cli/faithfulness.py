@@ -59,8 +59,10 @@ def faithfulness(
     run = load_run(run_dir)
     results = [evaluate_faithfulness(run, m, counts, runs=runs, seed=seed, progress=progress) for m in methods]
     if figure is not None:
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        plot_many(results, figure)
+        from ..run import atomic_path
+
+        with atomic_path(figure) as tmp:  # an existing figure is replaced only by a complete one
+            plot_many(results, tmp)
         for result in results:
             result["figure"] = str(figure)
     if as_json:

@@ -88,7 +88,7 @@ def train(
     from ..data import load_dataset
     from ..data.splits import make_split
     from ..evaluate import evaluate_ranking
-    from ..run import prepare_run_dir, write_run
+    from ..run import commit_run_dir, discard_run_dir, prepare_run_dir, write_run
     from ..train.loop import TrainConfig, fit
     from ..train.recipes import ModelInputs, get_recipe
 
@@ -118,8 +118,11 @@ def train(
         if not (out / TRAINING_STATE).is_file():
             raise FileNotFoundError(f"{out}: nothing to resume (no {TRAINING_STATE}; it is left only by a "
                                     "`whyrec train` that stopped before its end)")
+        work = out
     else:
-        out = prepare_run_dir(out, overwrite)
+        # a run to replace: train into a fresh folder beside it, swapped in only once complete
+        work = prepare_run_dir(out, overwrite)
+    replacing = work != out
     try:
         data = load_dataset(dataset, data_dir)
         echo_notes(data.notes)
@@ -138,7 +141,7 @@ def train(
                              num_threads=threads, lr_schedule=lr_schedule, lr_min=lr_min, positives=positives,
                              resume=resume)
         trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
-        hist = trainer(net, inputs, monitor_m, config, out, progress or "lines")
+        hist = trainer(net, inputs, monitor_m, config, work, progress or "lines")
         net.eval()
         test_metrics = evaluate_ranking(net.score_users, train_m, test_m, ks=ks)
         metrics = {
@@ -150,11 +153,16 @@ def train(
             "stopped_early": hist.stopped_early,
             "train_seconds": round(hist.seconds, 2),
         }
-        write_run(out, data=data, split=the_split, model=net, model_name=model, model_config=model_config,
+        write_run(work, data=data, split=the_split, model=net, model_name=model, model_config=model_config,
                   train_config={**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics=metrics,
                   extras=extras)
-    except BaseException:
-        if (out / TRAINING_STATE).is_file():  # interrupted after an evaluation: keep what can be resumed
+        commit_run_dir(work, out)
+    except BaseException as err:
+        if replacing:  # the old run was never touched; drop the unfinished new one
+            discard_run_dir(work, out)
+            if isinstance(err, KeyboardInterrupt):
+                typer.echo(f"training stopped; {out} still holds the previous run, unchanged", err=True)
+        elif (out / TRAINING_STATE).is_file():  # interrupted after an evaluation: keep what can be resumed
             if not resume:
                 typer.echo(f"training stopped; its state at the last evaluation is in {out / TRAINING_STATE}: "
                            "run the same command with --resume to continue", err=True)

@@ -42,7 +42,12 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Optional[d
     for k, v in (metadata or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_file(state, str(path), metadata=meta)
+    tmp = Path(f"{path}.tmp")  # written aside, then renamed: an existing file is never half-overwritten
+    try:
+        save_file(state, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 #: the largest safetensors header accepted (a real one lists a few tensors: well under 1 MiB)
