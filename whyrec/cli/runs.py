@@ -224,6 +224,7 @@ def recommend(
         result = recommend_for_user(run, user, k)
     else:
         result = recommend_for_new_user(run, liked, k)
+        echo_notes(run.titles().duplicates(liked))
     if as_json:
         typer.echo(json.dumps(result))
         return
