@@ -1,6 +1,6 @@
 """Time the load of every dataset, side by side with a plain pandas read of the main file.
 
-    python benchmarks/bench_load.py [--datasets-dir ../shared/datasets] [--repeat 3]
+    python benchmarks/bench_data_load.py [--datasets-dir ../shared/datasets] [--repeat 3]
 
 The reference is the cheapest possible read of the interaction file (pandas' C parser,
 no validation, no features) so the ratio says what whyrec's validation, re-indexing and

@@ -34,10 +34,10 @@ def serve(
                                 help="Key every API request must carry (X-API-Key header or Authorization: Bearer); "
                                      "required to bind beyond loopback. /health and the page stay open; open the page "
                                      "as http://HOST:PORT/#key=KEY."),
-    max_queue: int = typer.Option(64, "--max-queue", min=0,
+    max_queue: int = typer.Option(32, "--max-queue", min=0,
                                   help="Explanations waiting or running at most per process; beyond, a fast 503 with "
                                        "Retry-After (0: unbounded)."),
-    deadline: float = typer.Option(1.0, "--deadline", min=0.0,
+    deadline: float = typer.Option(0.5, "--deadline", min=0.0,
                                    help="Seconds an explanation may wait for a worker before it is answered 503 "
                                         "(0: no deadline)."),
     threads: int = typer.Option(1, "--threads", min=1, max=256,

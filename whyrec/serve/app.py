@@ -123,11 +123,11 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
-async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
+async def _send_json(send, status: int, body: dict, headers: list | None = None, close: bool = True) -> None:
     data = dumps(body)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close"), *(headers or [])]})
+                            *([(b"connection", b"close")] if close else []), *(headers or [])]})
     await send({"type": "http.response.body", "body": data})
 
 
@@ -144,9 +144,10 @@ class Guard:
     every path but :data:`OPEN_PATHS` needs it (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``,
     compared in constant time), else 401. Every answer is JSON ``{"detail": ...}``."""
 
-    def __init__(self, app, api_key: Optional[str] = None):
+    def __init__(self, app, api_key: Optional[str] = None, explain_queue: Optional["ExplainQueue"] = None):
         self.app = app
         self.key = api_key.encode() if api_key else None
+        self.queue = explain_queue
 
     def _authorized(self, scope) -> bool:
         given = b""
@@ -167,9 +168,19 @@ class Guard:
                 return await _send_json(send, 401, {"detail": "missing or wrong API key: send it as the X-API-Key "
                                                               "header (or Authorization: Bearer KEY)"},
                                         [(b"www-authenticate", b"Bearer")])
+            q = self.queue
+            if q is not None and q.max_pending is not None and q.pending >= q.max_pending \
+                    and _EXPLANATIONS.match(scope["path"]):
+                # shed here, before routing and validation: under overload a refusal must cost next to
+                # nothing, or refusing alone starves the workers of the CPU they need to catch up
+                q.shed += 1
+                return await _send_json(send, 503, {"detail": f"server busy: {q.pending} explanations already "
+                                                              "queued; retry shortly"},
+                                        [(b"retry-after", b"1")], close=False)
         await self.app(scope, receive, send)
 
 
+_EXPLANATIONS = re.compile(r"^/users/[^/]+/explanations/")
 _USER_RECS = re.compile(r"^/users/([0-9]{1,18})/recommendations$")
 
 
@@ -250,6 +261,7 @@ class NewUserRequest(BaseModel):
 
 
 class NewUserRecommendations(BaseModel):
+    notes: list[str] = Field(default_factory=list, description="e.g. liked entries that name the same movie")
     liked: list[str]
     liked_ids: list[int]
     k: int
@@ -302,7 +314,7 @@ class Service:
     """A loaded run plus what the endpoints need precomputed."""
 
     def __init__(self, run, explain_cache: int = 512, explain_concurrency: Optional[int] = None,
-                 max_queue: Optional[int] = 64, deadline: Optional[float] = 1.0):
+                 max_queue: Optional[int] = 32, deadline: Optional[float] = 0.5):
         from ..models.base import Recommender
 
         self.run = run
@@ -409,6 +421,7 @@ class Service:
 
         run = self.run
         out = recommend_for_new_user(run, [str(x) for x in liked], k)
+        out["notes"] = run.titles().duplicates([str(x) for x in liked])
         items = [self.run.item_lookup[r] for r in out["liked_ids"]]
         out["profile"] = self.profile(np.asarray(items, dtype=np.int64))
         self._add_because(items, out["recommendations"])
@@ -611,8 +624,8 @@ def _message(err: Exception) -> str:
 # the application
 # ----------------------------------------------------------------------------------------------- #
 def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: int = 512,
-               fast_path: bool = True, api_key: Optional[str] = None, max_queue: Optional[int] = 64,
-               deadline: Optional[float] = 1.0) -> FastAPI:
+               fast_path: bool = True, api_key: Optional[str] = None, max_queue: Optional[int] = 32,
+               deadline: Optional[float] = 0.5) -> FastAPI:
     """The ASGI app serving ``run`` (a run folder path or a loaded :class:`~whyrec.run.Run`).
 
     ``max_body_bytes``: the largest accepted request body (413 beyond); ``explain_cache``: how many
@@ -637,7 +650,7 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     if fast_path:
         app.add_middleware(FastRecommendations, service=service)
-    app.add_middleware(Guard, api_key=api_key)  # outermost: nothing runs for a request without the key
+    app.add_middleware(Guard, api_key=api_key, explain_queue=service.explain_queue)  # outermost: nothing runs for a request without the key
     page = {name: (STATIC / name).read_bytes() for name in ("index.html", "app.js", "style.css")}
     page_types = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                   "style.css": "text/css; charset=utf-8"}
@@ -759,7 +772,7 @@ def app_from_env() -> FastAPI:
         raise RuntimeError(f"${RUN_ENV} is not set")
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # whyrec serve --threads
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
-    queue_env, deadline_env = os.environ.get(MAX_QUEUE_ENV, "64"), os.environ.get(DEADLINE_ENV, "1.0")
+    queue_env, deadline_env = os.environ.get(MAX_QUEUE_ENV, "32"), os.environ.get(DEADLINE_ENV, "0.5")
     return create_app(os.environ[RUN_ENV], max_body_bytes=int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)),
                       api_key=os.environ.get(API_KEY_ENV) or None,
                       max_queue=int(queue_env) if int(queue_env) > 0 else None,
