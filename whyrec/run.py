@@ -18,7 +18,10 @@ A run folder holds
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,23 +45,100 @@ def _sha256(path: Path) -> str:
     return file_hash(path, "sha256")
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> Path:
-    """Create ``out``; refuse an existing non-empty folder unless ``overwrite``."""
+def check_run_target(out: Path, overwrite: bool) -> bool:
+    """Check ``out`` may receive a new run; returns whether something is there to be replaced.
+
+    An existing non-empty ``out`` is refused unless ``overwrite``; with ``overwrite``, a folder that is
+    not a whyrec run (nor an interrupted one) is still refused. Nothing is changed here."""
     from .train.checkpoint import TRAINING_STATE
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        interrupted = (out / TRAINING_STATE).is_file() and not (out / "config.json").exists()
-        if not overwrite:
-            if interrupted:
-                raise FileExistsError(f"{out} holds an interrupted training run; add --resume to continue it or "
-                                      "--overwrite to start over")
-            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-        if out.is_dir() and not interrupted and not (out / "config.json").exists() and any(out.iterdir()):
-            raise FileExistsError(f"{out} is not a whyrec run folder; refusing to overwrite it")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    if not (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        return False
+    interrupted = (out / TRAINING_STATE).is_file() and not (out / "config.json").exists()
+    if not overwrite:
+        if interrupted:
+            raise FileExistsError(f"{out} holds an interrupted training run; add --resume to continue it or "
+                                  "--overwrite to start over")
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if out.is_dir() and not interrupted and not (out / "config.json").exists():
+        raise FileExistsError(f"{out} is not a whyrec run folder; refusing to overwrite it")
+    return True
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    """Create ``out`` for a new run, refusing an existing non-empty folder unless ``overwrite``.
+
+    Nothing existing is removed: when ``out`` holds a run to be replaced, the new run is made in a
+    fresh temporary folder beside it (returned) and :func:`commit_run_dir` swaps it in once it is
+    complete; until then (a failure, Ctrl-C, a full disk) the old run stays as it was."""
+    out = Path(out)
+    if check_run_target(out, overwrite):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def commit_run_dir(built: Path, out: Path) -> None:
+    """Put the complete run ``built`` (from :func:`prepare_run_dir`) at ``out``, replacing what is there.
+
+    The old run is first renamed aside, the new one renamed into place, then the old one removed:
+    each step is one rename on the same file system, and at every moment either the old or the new
+    complete run exists under a known name."""
+    built, out = Path(built), Path(out)
+    if built == out:
+        return
+    old = None
+    if out.exists() or out.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rmdir(old)
+        os.rename(out, old)
+    try:
+        os.rename(built, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)  # put the old run back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+
+
+def discard_run_dir(built: Path, out: Path) -> None:
+    """Remove a temporary folder from :func:`prepare_run_dir` after a failure (``out`` is untouched)."""
+    if Path(built) != Path(out):
+        shutil.rmtree(built, ignore_errors=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it and ``os.replace``: a reader (or the
+    user, after a crash) sees the old file or the new one, never a half-written one."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path`` (same suffix, so writers that go by the extension — a
+    figure — work); on success it replaces ``path`` with ``os.replace``, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def build_model(name: str, n_users: int, n_items: int, train: sp.csr_matrix, model_config: dict,
@@ -136,15 +216,15 @@ def write_run(out: Path, *, data: InteractionData, split: Split, model, model_na
         "n_users": data.n_users,
         "n_items": data.n_items,
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     save_weights(model, out / "weights.safetensors", metadata={"model": model_name})
     save_split_pairs(out / "split.npz", split, data)
-    (out / "items.json").write_text(json.dumps({
+    atomic_write_text(out / "items.json", json.dumps({
         "item_ids": [int(i) for i in data.item_ids],
         "titles": data.item_titles,
         "genres": data.item_genres,
     }))
-    (out / "users.json").write_text(json.dumps({"user_ids": [int(u) for u in data.user_ids]}))
+    atomic_write_text(out / "users.json", json.dumps({"user_ids": [int(u) for u in data.user_ids]}))
     if extras:
         np.savez_compressed(out / "extras.npz", **extras)
     write_metrics(out, metrics)
@@ -152,12 +232,12 @@ def write_run(out: Path, *, data: InteractionData, split: Split, model, model_na
 
 
 def write_metrics(out: Path, metrics: dict) -> None:
-    (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(Path(out) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
 def write_manifest(out: Path) -> None:
     files = {p.name: _sha256(p) for p in sorted(Path(out).iterdir()) if p.is_file() and p.name != "manifest.json"}
-    (Path(out) / "manifest.json").write_text(json.dumps(files, indent=2) + "\n")
+    atomic_write_text(Path(out) / "manifest.json", json.dumps(files, indent=2) + "\n")
 
 
 def verify_run(path: Path) -> dict:
@@ -194,7 +274,7 @@ def verify_run(path: Path) -> dict:
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:
     """Load and verify a run folder; the model comes back in eval mode on ``device``."""
-    from .train.checkpoint import load_weights
+    from .train.checkpoint import check_safetensors, load_weights
 
     path = Path(path)
     config = verify_run(path)
@@ -212,6 +292,10 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     if (path / "extras.npz").is_file():
         with np.load(path / "extras.npz", allow_pickle=False) as z:
             extras = dict(z)
+    try:
+        check_safetensors(path / "weights.safetensors")  # before building anything on top of it
+    except ValueError as err:
+        raise RunError(str(err)) from None
     model = build_model(config["model"], n_users, n_items, matrices["train"], config["model_config"], extras)
     try:
         load_weights(model, path / "weights.safetensors")
@@ -223,4 +307,6 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
                items.get("titles"), items.get("genres"), split, matrices, model, extras, ratings)
 
 
-__all__ = ["Run", "RunError", "build_model", "load_run", "prepare_run_dir", "verify_run", "write_run"]
+__all__ = ["Run", "RunError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "build_model",
+           "check_run_target", "commit_run_dir", "discard_run_dir", "load_run", "prepare_run_dir", "verify_run",
+           "write_run"]

@@ -8,13 +8,13 @@ from typing import Optional
 
 import typer
 
-from .app import app, friendly
+from .app import app, friendly, run_dir_argument, seed_option
 
 
 @app.command()
 @friendly
 def concepts(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train` (a dataset with genres)."),
+    run_dir: Path = run_dir_argument("Run folder written by `whyrec train` (a dataset with genres)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the figures, sensitivity.csv and summary.json."),
     genres: Optional[str] = typer.Option(None, "--genres", help="Comma-separated genres (default: every genre "
                                          "with enough items)."),
@@ -23,7 +23,7 @@ def concepts(
                                     "to enter its mean-rating correlation."),
     random_runs: int = typer.Option(20, "--random-runs", min=0, help="Random concepts per genre for the "
                                     "significance test (0: skip it; p >= 1/(R+1))."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the hold-out splits and the random concepts."),
+    seed: int = seed_option("Seed of the hold-out splits and the random concepts."),
     min_items: int = typer.Option(10, "--min-items", min=2, help="A genre needs this many items to fit a CAV."),
     scatter: Optional[str] = typer.Option(None, "--scatter", help="Genre for the scatter figure (default: every "
                                           "analysed genre gets one)."),
@@ -36,7 +36,7 @@ def concepts(
 
     from ..explain.concept_plots import write_report_figures
     from ..explain.concepts import analyze_run
-    from ..run import load_run
+    from ..run import atomic_path, atomic_write_text, load_run
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to write into it")
@@ -51,11 +51,12 @@ def concepts(
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(report.S, columns=report.names)
     df.insert(0, "user_id", np.asarray(report.user_ids, dtype=np.int64))
-    df.to_csv(out / "sensitivity.csv", index=False, float_format="%.6g")
+    with atomic_path(out / "sensitivity.csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
     figures = write_report_figures(report, out, scatter, highlight=requested)
     summary = report.summary()
     summary["files"] = {"sensitivity": str(out / "sensitivity.csv"), **figures}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if as_json:
         typer.echo(json.dumps(summary))
         return

@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 
-from ..data import load_dataset
 from .app import data_app, data_dir_option, dataset_option, echo_notes, friendly
 
 
@@ -21,6 +20,8 @@ def data_info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Counts, density, feature names and KG size of a dataset."""
+    from ..data import load_dataset
+
     data = load_dataset(dataset, data_dir)
     echo_notes(data.notes)
     info = data.summary(min_rating)

@@ -8,16 +8,18 @@ from typing import Optional
 
 import typer
 
-from .app import app, friendly
+from ..explain import METHODS
+from .app import app, friendly, run_dir_argument
 
 
 @app.command()
 @friendly
 def explain(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train`."),
+    run_dir: Path = run_dir_argument(),
     user: str = typer.Option(..., "--user", "-u", help="Raw user id."),
     item: Optional[str] = typer.Option(None, "--item", "-i", help="Raw item id or title (forgivingly matched)."),
-    method: str = typer.Option(..., "--method", help="features, history, concepts or intrinsic."),
+    method: str = typer.Option(..., "--method", help=f"One of {', '.join(METHODS)} (`whyrec models` lists "
+                               "which a model supports)."),
     steps: Optional[int] = typer.Option(
         None, min=1, max=10_000,
         help="Integrated-gradients interpolation steps (default: the method's own; both IG methods are exact "
@@ -34,6 +36,8 @@ def explain(
     from ..explain import explanation_module
     from ..run import load_run
 
+    if method not in METHODS:  # before any work: a typo is not a question for the run
+        raise ValueError(f"unknown --method {method!r}; known methods: {', '.join(METHODS)}")
     run = load_run(run_dir)
     module = explanation_module(run, method, option="--method")
     u = run.user_index(user)
@@ -44,8 +48,10 @@ def explain(
     if figure is not None:
         if figure.exists() and figure.is_dir():
             raise ValueError(f"--figure {figure} is a folder; give a file name such as why.png")
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        module.plot(result, figure)
+        from ..run import atomic_path
+
+        with atomic_path(figure) as tmp:  # an existing figure is replaced only by a complete one
+            module.plot(result, tmp)
         result["figure"] = str(figure)
     if as_json:
         typer.echo(json.dumps(result))

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, friendly
+from .app import app, friendly, progress_option, run_dir_argument, seed_option
 
 
 def _parse_counts(text: str) -> list[int]:
@@ -28,16 +28,16 @@ def _parse_counts(text: str) -> list[int]:
 @app.command()
 @friendly
 def faithfulness(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train`."),
+    run_dir: Path = run_dir_argument(),
     method: str = typer.Option(..., "--method",
                                help="intrinsic, random, paths or history; several comma-separated "
                                     "(e.g. intrinsic,random,paths) share one figure."),
     remove: str = typer.Option("1,2,5,10", "--remove", help="History items removed per user, e.g. 1,2,5,10."),
     runs: int = typer.Option(5, "--runs", help="Repetitions (random draws; deterministic methods repeat exactly)."),
-    seed: int = typer.Option(2020, help="Seed of the first run."),
+    seed: int = seed_option("Seed of the first run."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Write the shift-vs-removed plot here."),
-    progress: bool = typer.Option(False, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = progress_option(),
 ) -> None:
     """Remove each test user's m most important history items (by --method), re-score without
     retraining, report shift = (recall − recall′)/recall at Recall@10 (seed 002, Figure 5)."""
@@ -59,8 +59,10 @@ def faithfulness(
     run = load_run(run_dir)
     results = [evaluate_faithfulness(run, m, counts, runs=runs, seed=seed, progress=progress) for m in methods]
     if figure is not None:
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        plot_many(results, figure)
+        from ..run import atomic_path
+
+        with atomic_path(figure) as tmp:  # an existing figure is replaced only by a complete one
+            plot_many(results, tmp)
         for result in results:
             result["figure"] = str(figure)
     if as_json:

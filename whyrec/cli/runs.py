@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 
-from ..data import load_dataset
-from .app import app, data_dir_option, dataset_option, echo_notes, friendly, metrics_table, parse_ks
+from .app import (app, data_dir_option, dataset_option, echo_notes, friendly, metrics_table, parse_ks,
+                  progress_option, run_dir_argument, seed_option)
 
 
 def parse_opts(values: list[str] | None) -> dict:
@@ -70,7 +69,7 @@ def train(
     dim: Optional[int] = typer.Option(None, help="Embedding size (default: the model's; LightGCN: the paper's 64)."),
     reg: Optional[float] = typer.Option(
         None, help="L2 weight (default: the model's; LightGCN: the paper's 1e-4 on the batch's layer-0 rows)."),
-    seed: int = typer.Option(2020, help="Seed for the split, initialisation and sampling."),
+    seed: int = seed_option("Seed for the split, initialisation and sampling."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on validation every N epochs (default: the model's; 20)."),
     patience: int = typer.Option(5, help="Stop after this many evaluations without a better recall@20 (0: never)."),
     eval_on_test: bool = typer.Option(
@@ -81,15 +80,23 @@ def train(
     opt: Optional[list[str]] = typer.Option(None, "--opt", help="Model-specific setting KEY=VALUE (repeatable)."),
     device: str = typer.Option("auto", help="auto (CUDA if available), cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = progress_option("Show a progress bar (--no-progress: one line per evaluation instead)."),
 ) -> None:
     """Train a model and write a run folder (weights, config, split, id maps, metrics, curves)."""
+    import torch
+
+    from ..data import load_dataset
     from ..data.splits import make_split
     from ..evaluate import evaluate_ranking
-    from ..run import prepare_run_dir, write_run
+    from ..run import commit_run_dir, discard_run_dir, prepare_run_dir, write_run
     from ..train.loop import TrainConfig, fit
     from ..train.recipes import ModelInputs, get_recipe
 
+    from ..train.loop import check_train_values
+
+    # pointless hyper-parameters are refused before any work (the flags as given, then the model's defaults)
+    check_train_values({"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg, "eval_every": eval_every,
+                        "lr_min": lr_min}, flags=True)
     recipe = get_recipe(model)
     options = {**recipe.model_options(dim, layers), "features": features, **parse_opts(opt)}
     train_values = recipe.train_config({"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg,
@@ -103,6 +110,7 @@ def train(
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     check_positives(positives, "--positives")
+    check_train_values(train_values, flags=True)
     created = not out.exists()
     if resume:
         if overwrite:
@@ -110,8 +118,11 @@ def train(
         if not (out / TRAINING_STATE).is_file():
             raise FileNotFoundError(f"{out}: nothing to resume (no {TRAINING_STATE}; it is left only by a "
                                     "`whyrec train` that stopped before its end)")
+        work = out
     else:
-        out = prepare_run_dir(out, overwrite)
+        # a run to replace: train into a fresh folder beside it, swapped in only once complete
+        work = prepare_run_dir(out, overwrite)
+    replacing = work != out
     try:
         data = load_dataset(dataset, data_dir)
         echo_notes(data.notes)
@@ -130,7 +141,7 @@ def train(
                              num_threads=threads, lr_schedule=lr_schedule, lr_min=lr_min, positives=positives,
                              resume=resume)
         trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
-        hist = trainer(net, inputs, monitor_m, config, out, progress)
+        hist = trainer(net, inputs, monitor_m, config, work, progress or "lines")
         if recipe.final_config is not None:  # settings chosen while fitting (e.g. on validation)
             model_config = recipe.final_config(net, model_config)
         net.eval()
@@ -144,11 +155,16 @@ def train(
             "stopped_early": hist.stopped_early,
             "train_seconds": round(hist.seconds, 2),
         }
-        write_run(out, data=data, split=the_split, model=net, model_name=model, model_config=model_config,
+        write_run(work, data=data, split=the_split, model=net, model_name=model, model_config=model_config,
                   train_config={**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics=metrics,
                   extras=extras)
-    except BaseException:
-        if (out / TRAINING_STATE).is_file():  # interrupted after an evaluation: keep what can be resumed
+        commit_run_dir(work, out)
+    except BaseException as err:
+        if replacing:  # the old run was never touched; drop the unfinished new one
+            discard_run_dir(work, out)
+            if isinstance(err, KeyboardInterrupt):
+                typer.echo(f"training stopped; {out} still holds the previous run, unchanged", err=True)
+        elif (out / TRAINING_STATE).is_file():  # interrupted after an evaluation: keep what can be resumed
             if not resume:
                 typer.echo(f"training stopped; its state at the last evaluation is in {out / TRAINING_STATE}: "
                            "run the same command with --resume to continue", err=True)
@@ -162,7 +178,7 @@ def train(
 @app.command()
 @friendly
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train`."),
+    run_dir: Path = run_dir_argument(),
     k: Optional[list[str]] = typer.Option(None, "--k", help="Cut-offs: --k 10 20, --k 10 --k 20 or --k 10,20."),
     more_k: Optional[list[str]] = typer.Argument(None, hidden=True),
     split_part: str = typer.Option("test", "--on", help="test or valid."),
@@ -192,7 +208,7 @@ def evaluate(
 @app.command()
 @friendly
 def recommend(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `whyrec train`."),
+    run_dir: Path = run_dir_argument(),
     user: Optional[str] = typer.Option(None, "--user", "-u", help="Raw user id from the dataset."),
     liked: Optional[list[str]] = typer.Option(
         None, "--liked", help="A new user's liked item (title, forgivingly matched, or raw id); repeat it."),
@@ -210,6 +226,7 @@ def recommend(
         result = recommend_for_user(run, user, k)
     else:
         result = recommend_for_new_user(run, liked, k)
+        echo_notes(run.titles().duplicates(liked))
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -21,6 +21,11 @@ from .errors import DataError
 INT = "int"
 FLOAT = "float"
 STR = "str"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class OutOfRange(ValueError):
+    """An integer field that does not fit in 64 bits."""
 
 
 def require_file(folder: Path, name: str, dataset: str) -> Path:
@@ -54,7 +59,10 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
 
 def _convert(value: str, kind: str) -> object:
     if kind == INT:
-        return int(value)
+        v = int(value)
+        if not INT64_MIN <= v <= INT64_MAX:
+            raise OutOfRange(value)
+        return v
     if kind == FLOAT:
         v = float(value)
         if not np.isfinite(v):
@@ -83,9 +91,18 @@ def _find_bad_line(
         for name, kind, value in zip(names, kinds, fields):
             try:
                 _convert(value.strip(), kind)
+            except OutOfRange:
+                raise DataError(f"field '{name}' is out of range (ids and counts must fit in 64 bits): "
+                                f"{_short(value)}", path, lineno) from None
             except ValueError:
                 what = "an integer" if kind == INT else "a number"
-                raise DataError(f"field '{name}' is not {what}: {value!r}", path, lineno) from None
+                raise DataError(f"field '{name}' is not {what}: {_short(value)}", path, lineno) from None
+
+
+def _short(value: str, limit: int = 40) -> str:
+    """``repr`` of a field, cut in the middle when it is very long."""
+    value = str(value)
+    return repr(value) if len(value) <= limit else repr(value[:20] + "…" + value[-10:]) + f" ({len(value)} characters)"
 
 
 def read_delimited(
@@ -159,11 +176,16 @@ def read_csv_quoted(path: Path, columns: Sequence[str], kinds: Sequence[str]) ->
         raise DataError(f"malformed CSV ({msg})", path, line) from None
     if list(frame.columns) != list(columns):
         raise DataError(f"header is {list(frame.columns)}, expected {list(columns)}", path, 1)
+    if len(frame) == 0:
+        raise DataError("file has a header but no records", path)
     for col, kind in zip(columns, kinds):
         if kind == STR:
             continue
         values = frame[col]
         converted = pd.to_numeric(values, errors="coerce")
+        if kind == INT and converted.dtype != np.int64:  # a value pandas could not hold as int64
+            frame[col] = _exact_ints(values, col, path)
+            continue
         bad = converted.isna() | ~np.isfinite(converted.to_numpy(dtype=float, na_value=np.nan))
         if kind == INT:
             bad |= converted.notna() & (converted != converted.round())
@@ -173,6 +195,25 @@ def read_csv_quoted(path: Path, columns: Sequence[str], kinds: Sequence[str]) ->
             raise DataError(f"field '{col}' is not {what}: {values.iloc[row]!r}", path, row + 2)
         frame[col] = converted.astype("int64" if kind == INT else "float64")
     return frame
+
+
+def _exact_ints(values: pd.Series, col: str, path: Path) -> np.ndarray:
+    """An integer column checked value by value (the slow path: some value is not a plain int64);
+    the first bad row (header = line 1) is named."""
+    out = np.empty(len(values), dtype=np.int64)
+    for row, raw in enumerate(values.tolist()):
+        try:
+            out[row] = _convert(raw.strip(), INT)
+        except OutOfRange:
+            raise DataError(f"field '{col}' is out of range (ids and counts must fit in 64 bits): {_short(raw)}",
+                            path, row + 2) from None
+        except ValueError:
+            raise DataError(f"field '{col}' is not an integer: {_short(raw)}", path, row + 2) from None
+    return out
+
+
+#: largest id a file of 0-based indices may hold (indices are stored as int32 in a run folder)
+MAX_INDEX = 2**31 - 1
 
 
 def read_id_lists(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,10 +226,13 @@ def read_id_lists(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     text = read_text(path, "ascii")
     lines = text.splitlines()
     lengths = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
+    # 0-based indices: an id far beyond the number of ids in the file would make millions of empty
+    # users or items (and the arrays sized by it); beyond int32 it would not fit a run folder at all
+    bound = min(MAX_INDEX, 16 * int(lengths.sum()) + 1_000_000)
     try:
         ids = np.array(text.split(), dtype=np.int64)
-        ok = not (lengths == 0).any() and not (ids < 0).any()
-    except ValueError:
+        ok = not (lengths == 0).any() and not (ids < 0).any() and not (ids > bound).any()
+    except (ValueError, OverflowError):
         ok = False
     if not ok:  # find and name the first bad line
         for lineno, line in enumerate(lines, start=1):
@@ -198,8 +242,12 @@ def read_id_lists(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             bad = [f for f in fields if not f.isdigit()]
             if bad:
                 what = "negative id (expected 0-based ids)" if bad[0].lstrip("-").isdigit() else (
-                    f"not an integer id: {bad[0]!r} (expected 'user item item ...')")
+                    f"not an integer id: {_short(bad[0])} (expected 'user item item ...')")
                 raise DataError(what, path, lineno)
+            huge = [f for f in fields if int(f) > bound]
+            if huge:
+                raise DataError(f"id {_short(huge[0])} is out of range: the ids of this file are 0-based indices, "
+                                f"at most {bound:,} for a file of {int(lengths.sum()):,} ids", path, lineno)
     starts = np.r_[0, np.cumsum(lengths)[:-1]]
     line_users = ids[starts]
     is_item = np.ones(len(ids), dtype=bool)

@@ -9,8 +9,24 @@ import unicodedata
 
 from .dataset import InteractionData
 
+try:
+    from rapidfuzz import fuzz, process
+except ImportError:  # pragma: no cover - rapidfuzz is a dependency; this keeps an old environment working
+    fuzz = process = None
+
 _ARTICLE = re.compile(r"^(.*), (the|a|an|les|la|le|il|das|der|die|el)$", re.IGNORECASE)
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
+#: words that say nothing about which movie is meant (articles, in the languages of MovieLens titles,
+#: and glue words); a year is not distinctive either
+STOP_WORDS = frozenset("""
+the a an of and or in on at to for with from by is it its as vs
+les la le l il lo los las das der die den el de du des et une un
+""".split())
+
+
+def distinctive(normalized: str) -> str:
+    """The words of a normalized title that identify it: no articles, glue words or year."""
+    return " ".join(w for w in _strip_year(normalized).split() if w not in STOP_WORDS)
 
 
 def normalize_title(title: str) -> str:
@@ -38,6 +54,8 @@ class TitleIndex:
             n = normalize_title(t)
             self._norm.setdefault(n, []).append(i)
             self._core.setdefault(_strip_year(n), []).append(i)
+        self._keys = list(self._norm)
+        self._distinct = [distinctive(k) for k in self._keys]
 
     @classmethod
     def from_dataset(cls, data: InteractionData) -> "TitleIndex":
@@ -61,12 +79,37 @@ class TitleIndex:
         contains = [i for k, idx in self._norm.items() if n and n in k for i in idx]
         if len(contains) == 1:
             return contains[0]
-        close = difflib.get_close_matches(n, list(self._norm), n=3, cutoff=0.5)
-        suggestions = [self.titles[self._norm[c][0]] for c in close]
+        suggestions = [self.titles[self._norm[c][0]] for c in self.closest(n)]
         if len(contains) > 1:
             suggestions = [self.titles[i] for i in contains[:3]]
         hint = f"; closest: {'; '.join(suggestions)}" if suggestions else ""
         raise KeyError(f"no item matches {q!r}{hint}")
+
+    def closest(self, normalized: str, limit: int = 3, cutoff: float = 70.0) -> list[str]:
+        """Normalized titles closest to ``normalized`` by their distinctive words (rapidfuzz's
+        token-set ratio, then the plain ratio of the distinctive words to break ties), best first. Articles and
+        the year do not count: "The Matrix (1999)" is not close to "War, The (1994)"."""
+        query = distinctive(normalized)
+        if not query:
+            return []
+        if process is None:  # pragma: no cover - without rapidfuzz
+            close = difflib.get_close_matches(query, self._distinct, n=limit, cutoff=cutoff / 100)
+            return [self._keys[self._distinct.index(c)] for c in close]
+        hits = process.extract(query, self._distinct, scorer=fuzz.token_set_ratio, limit=max(limit * 4, 12),
+                               score_cutoff=cutoff)
+        hits.sort(key=lambda h: (-h[1], -fuzz.ratio(query, h[0]), h[2]))
+        return [self._keys[h[2]] for h in hits[:limit]]
+
+    def duplicates(self, queries: list) -> list[str]:
+        """One note for each movie that several of ``queries`` resolve to (``--liked`` counts it once)."""
+        groups: dict[int, list[str]] = {}
+        for q in queries:
+            try:
+                groups.setdefault(self.resolve(q), []).append(str(q))
+            except KeyError:
+                continue
+        return [f"{' and '.join(repr(q) for q in qs)} are the same movie, {self.label(i)}: counted once"
+                for i, qs in groups.items() if len(qs) > 1]
 
     def label(self, index: int) -> str:
         return self.titles[index] if self.titles else str(self.item_ids[index])

@@ -23,6 +23,7 @@ a supported method whose module is not part of this version of whyrec a 501.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import math
 import os
@@ -37,6 +38,8 @@ from typing import Any, Literal, Optional, Union
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
@@ -120,14 +123,64 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
-async def _send_json(send, status: int, body: dict) -> None:
+async def _send_json(send, status: int, body: dict, headers: list | None = None, close: bool = True) -> None:
     data = dumps(body)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close")]})
+                            *([(b"connection", b"close")] if close else []), *(headers or [])]})
     await send({"type": "http.response.body", "body": data})
 
 
+#: longest accepted URL (path and query string, in bytes): a longer one is a JSON 414
+MAX_URL_BYTES = 8192
+#: paths answered without the API key: liveness and the page itself (which holds no data; its script
+#: sends the key with every API request)
+OPEN_PATHS = frozenset({"/health", "/", "/static/app.js", "/static/style.css"})
+API_KEY_ENV = "WHYREC_API_KEY"
+
+
+class Guard:
+    """The outermost ASGI layer: a URL over :data:`MAX_URL_BYTES` is a 414, and with an ``api_key``
+    every path but :data:`OPEN_PATHS` needs it (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``,
+    compared in constant time), else 401. Every answer is JSON ``{"detail": ...}``."""
+
+    def __init__(self, app, api_key: Optional[str] = None, explain_queue: Optional["ExplainQueue"] = None):
+        self.app = app
+        self.key = api_key.encode() if api_key else None
+        self.queue = explain_queue
+
+    def _authorized(self, scope) -> bool:
+        given = b""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-api-key":
+                given = value.strip()
+                break
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                given = value[7:].strip()
+        return hmac.compare_digest(given, self.key)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            if len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string") or b"") \
+                    > MAX_URL_BYTES:
+                return await _send_json(send, 414, {"detail": f"URL too long: the limit is {MAX_URL_BYTES:,} bytes"})
+            if self.key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
+                return await _send_json(send, 401, {"detail": "missing or wrong API key: send it as the X-API-Key "
+                                                              "header (or Authorization: Bearer KEY)"},
+                                        [(b"www-authenticate", b"Bearer")])
+            q = self.queue
+            if q is not None and q.max_pending is not None and q.pending >= q.max_pending \
+                    and _EXPLANATIONS.match(scope["path"]):
+                # shed here, before routing and validation: under overload a refusal must cost next to
+                # nothing, or refusing alone starves the workers of the CPU they need to catch up
+                q.shed += 1
+                return await _send_json(send, 503, {"detail": f"server busy: {q.pending} explanations already "
+                                                              "queued; retry shortly"},
+                                        [(b"retry-after", b"1")], close=False)
+        await self.app(scope, receive, send)
+
+
+_EXPLANATIONS = re.compile(r"^/users/[^/]+/explanations/")
 _USER_RECS = re.compile(r"^/users/([0-9]{1,18})/recommendations$")
 
 
@@ -208,6 +261,7 @@ class NewUserRequest(BaseModel):
 
 
 class NewUserRecommendations(BaseModel):
+    notes: list[str] = Field(default_factory=list, description="e.g. liked entries that name the same movie")
     liked: list[str]
     liked_ids: list[int]
     k: int
@@ -259,7 +313,8 @@ def _errors(*codes: int) -> dict:
 class Service:
     """A loaded run plus what the endpoints need precomputed."""
 
-    def __init__(self, run, explain_cache: int = 512, explain_concurrency: Optional[int] = None):
+    def __init__(self, run, explain_cache: int = 512, explain_concurrency: Optional[int] = None,
+                 max_queue: Optional[int] = 32, deadline: Optional[float] = 0.5):
         from ..models.base import Recommender
 
         self.run = run
@@ -306,7 +361,8 @@ class Service:
 
         #: explanations are computed by this many worker threads, in arrival order (FIFO)
         self.explain_workers = int(explain_concurrency or min(2, os.cpu_count() or 1))
-        self.explain_queue = ExplainQueue(self._compute, self.explain_workers)
+        self.explain_queue = ExplainQueue(self._compute, self.explain_workers, max_pending=max_queue,
+                                          deadline=deadline)
         self.cache_lock = threading.Lock()
         self.explain_cache: OrderedDict = OrderedDict()
         self.explain_cache_size = int(explain_cache)
@@ -367,6 +423,7 @@ class Service:
 
         run = self.run
         out = recommend_for_new_user(run, [str(x) for x in liked], k)
+        out["notes"] = run.titles().duplicates([str(x) for x in liked])
         items = [self.run.item_lookup[r] for r in out["liked_ids"]]
         out["profile"] = self.profile(np.asarray(items, dtype=np.int64))
         self._add_because(items, out["recommendations"])
@@ -477,28 +534,58 @@ class Service:
             return body
 
 
+class Overloaded(Exception):
+    """An explanation was shed: the queue is full, or the request's deadline passed while it waited."""
+
+
 class ExplainQueue:
-    """A FIFO queue of jobs served by ``workers`` daemon threads (started on the first job).
+    """A bounded FIFO queue of jobs served by ``workers`` daemon threads (started on the first job).
 
     ``await submit(job)`` returns ``fn(job)`` or raises its exception. Unlike a thread pool behind a
     lock or semaphore, which wakes waiters in no particular order, jobs start in the order they
     arrived, so with ``n`` requests in flight none waits for more than the ``n - 1`` before it.
+
+    Overload: with ``max_pending`` jobs already waiting or running, a new one is refused at once
+    (:class:`Overloaded`, answered 503 with ``Retry-After``); a job still waiting when its
+    ``deadline`` (seconds after it was submitted) passes is dropped unstarted and its request answered
+    503, so no request waits longer than the deadline and no thread computes an answer nobody awaits.
     """
 
-    def __init__(self, fn, workers: int = 1):
+    def __init__(self, fn, workers: int = 1, max_pending: Optional[int] = None, deadline: Optional[float] = None):
         self.fn = fn
         self.workers = max(1, int(workers))
+        self.max_pending = None if max_pending is None else max(1, int(max_pending))
+        self.deadline = deadline if deadline and deadline > 0 else None
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
+        self.pending = 0  # submitted, not yet settled (changed on the event loop thread only)
+        self.shed = 0
+        self.expired = 0
 
     async def submit(self, job):
         if not self._threads:
             self._start()
+        if self.max_pending is not None and self.pending >= self.max_pending:
+            self.shed += 1
+            raise Overloaded(f"server busy: {self.pending} explanations already queued; retry shortly")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.jobs.put((job, loop, future))
-        return await future
+        expires = None if self.deadline is None else loop.time() + self.deadline
+        self.pending += 1
+        try:
+            self.jobs.put((job, loop, future, expires))
+            if expires is None:
+                return await future
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), self.deadline)
+            except asyncio.TimeoutError:
+                future.cancel()  # a worker that has not started it skips it
+                self.expired += 1
+                raise Overloaded(f"server busy: no answer within the {self.deadline:g} s deadline; "
+                                 "retry shortly") from None
+        finally:
+            self.pending -= 1
 
     def _start(self) -> None:
         with self._start_lock:
@@ -509,7 +596,9 @@ class ExplainQueue:
 
     def _work(self) -> None:
         while True:
-            job, loop, future = self.jobs.get()
+            job, loop, future, expires = self.jobs.get()
+            if future.cancelled() or (expires is not None and loop.time() > expires):
+                continue  # its request has been answered 503 already (or soon will be)
             try:
                 result, error = self.fn(job), None
             except BaseException as err:  # handed to the awaiting request, which maps it to a status
@@ -537,18 +626,22 @@ def _message(err: Exception) -> str:
 # the application
 # ----------------------------------------------------------------------------------------------- #
 def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: int = 512,
-               fast_path: bool = True) -> FastAPI:
+               fast_path: bool = True, api_key: Optional[str] = None, max_queue: Optional[int] = 32,
+               deadline: Optional[float] = 0.5) -> FastAPI:
     """The ASGI app serving ``run`` (a run folder path or a loaded :class:`~whyrec.run.Run`).
 
     ``max_body_bytes``: the largest accepted request body (413 beyond); ``explain_cache``: how many
     explanation results are kept in memory (0: none); ``fast_path``: answer well-formed
-    ``GET /users/{id}/recommendations`` requests in an ASGI layer in front of FastAPI (same bodies).
+    ``GET /users/{id}/recommendations`` requests in an ASGI layer in front of FastAPI (same bodies);
+    ``api_key``: required on every path but ``/health`` and the page (401 without it);
+    ``max_queue``: explanations waiting or running at most (a fast 503 with ``Retry-After`` beyond);
+    ``deadline``: seconds an explanation may wait before it is answered 503 instead.
     """
     if isinstance(run, (str, Path)):
         from ..run import load_run
 
         run = load_run(run)
-    service = Service(run, explain_cache=explain_cache)
+    service = Service(run, explain_cache=explain_cache, max_queue=max_queue, deadline=deadline)
     app = FastAPI(
         title="whyrec",
         version="0.1.0",
@@ -559,6 +652,7 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     if fast_path:
         app.add_middleware(FastRecommendations, service=service)
+    app.add_middleware(Guard, api_key=api_key, explain_queue=service.explain_queue)  # outermost: nothing runs for a request without the key
     page = {name: (STATIC / name).read_bytes() for name in ("index.html", "app.js", "style.css")}
     page_types = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                   "style.css": "text/css; charset=utf-8"}
@@ -566,6 +660,13 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
     @app.exception_handler(Exception)
     async def internal_error(request: Request, err: Exception):  # a bug answers JSON, not a dropped socket
         return json_response({"detail": f"internal error: {type(err).__name__}: {err}"}, 500)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError):
+        # FastAPI's own handler cannot encode an input such as NaN or Infinity (Python's json reads them
+        # in a body) and fails with a 500; here every non-finite number is reported by its name
+        return json_response({"detail": _finite(jsonable_encoder(err.errors(), custom_encoder={
+            Exception: lambda e: str(e)}))}, 422)
 
     @app.get("/health", response_model=Health, tags=["service"])
     async def health():
@@ -577,6 +678,9 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
             "user_id_range": [int(ids.min()), int(ids.max())], "example_users": [int(x) for x in ids[:5]],
             "explain_methods": list(supported_methods(run)), "available_methods": list(available_methods(run)),
             "new_users": service.new_users,
+            "load": {"explanations_queued": service.explain_queue.pending, "shed": service.explain_queue.shed,
+                     "deadline_expired": service.explain_queue.expired,
+                     "max_queue": service.explain_queue.max_pending, "deadline_s": service.explain_queue.deadline},
         })
 
     @app.get("/users/{raw_id}/recommendations", response_model=UserRecommendations,
@@ -615,6 +719,8 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
         options = {"steps": steps, "baseline": baseline, "top": top, "genre": genre}
         try:
             body = await service.explain(method, raw_id, raw_item_id, options)
+        except Overloaded as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from None
         except UnsupportedMethod as err:
             raise HTTPException(400, str(err)) from None
         except MethodUnavailable as err:
@@ -646,6 +752,19 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
 
 RUN_ENV = "WHYREC_SERVE_RUN"
 MAX_BODY_ENV = "WHYREC_SERVE_MAX_BODY"
+MAX_QUEUE_ENV = "WHYREC_SERVE_MAX_QUEUE"
+DEADLINE_ENV = "WHYREC_SERVE_DEADLINE"
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float replaced by its name (``"NaN"``, ``"Infinity"``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def app_from_env() -> FastAPI:
@@ -655,7 +774,11 @@ def app_from_env() -> FastAPI:
         raise RuntimeError(f"${RUN_ENV} is not set")
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # whyrec serve --threads
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
-    return create_app(os.environ[RUN_ENV], max_body_bytes=int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)))
+    queue_env, deadline_env = os.environ.get(MAX_QUEUE_ENV, "32"), os.environ.get(DEADLINE_ENV, "0.5")
+    return create_app(os.environ[RUN_ENV], max_body_bytes=int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)),
+                      api_key=os.environ.get(API_KEY_ENV) or None,
+                      max_queue=int(queue_env) if int(queue_env) > 0 else None,
+                      deadline=float(deadline_env) if float(deadline_env) > 0 else None)
 
 
 @contextmanager
@@ -668,7 +791,10 @@ def running_server(app, host: str = "127.0.0.1", port: int = 0, timeout: float =
 
     import uvicorn
 
-    options = {"log_level": "warning", "access_log": False, "lifespan": "off", **uvicorn_options}
+    from .protocol import json_http_protocol
+
+    options = {"log_level": "warning", "access_log": False, "lifespan": "off", "http": json_http_protocol(),
+               **uvicorn_options}
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
     thread = threading.Thread(target=server.run, name="whyrec-serve", daemon=True)
     thread.start()
@@ -686,4 +812,5 @@ def running_server(app, host: str = "127.0.0.1", port: int = 0, timeout: float =
         thread.join(timeout)
 
 
-__all__ = ["BodySizeLimit", "FastRecommendations", "Service", "app_from_env", "create_app", "running_server"]
+__all__ = ["BodySizeLimit", "ExplainQueue", "FastRecommendations", "Guard", "Overloaded", "Service", "app_from_env",
+           "create_app", "running_server"]

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["save_weights", "load_weights", "TRAINING_STATE", "save_training_state", "load_training_state",
+__all__ = ["save_weights", "load_weights", "check_safetensors", "TRAINING_STATE", "save_training_state", "load_training_state",
            "read_training_info",
            "train_fingerprint"]
 
@@ -42,13 +42,62 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Optional[d
     for k, v in (metadata or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_file(state, str(path), metadata=meta)
+    tmp = Path(f"{path}.tmp")  # written aside, then renamed: an existing file is never half-overwritten
+    try:
+        save_file(state, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+#: the largest safetensors header accepted (a real one lists a few tensors: well under 1 MiB)
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def check_safetensors(path: str | os.PathLike) -> dict:
+    """Read and check the header of a safetensors file before anything trusts it: 8 bytes of
+    little-endian header length, that many bytes of JSON, every tensor's byte range inside the file.
+    Raises ``ValueError`` (``"<path>: not a valid safetensors file: ..."``); returns the header."""
+    path = Path(path)
+    size = path.stat().st_size
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{path}: not a valid safetensors file: {why}")
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes, shorter than its 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > min(MAX_HEADER_BYTES, size - 8):
+            raise bad(f"header length {n:,} bytes, but the file holds {size - 8:,} bytes after it")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise bad(f"header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    data_bytes = size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= data_bytes):
+            raise bad(f"tensor {name!r} lies outside the file's {data_bytes:,} data bytes (truncated?)")
+    return header
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load a file written by :func:`save_weights` into ``model`` (in place,
-    moved to the model's current device). Returns the model."""
-    state = load_file(str(path), device="cpu")
+    moved to the model's current device). Returns the model. A damaged file is a ``ValueError``
+    naming it (:func:`check_safetensors`), never a safetensors traceback."""
+    check_safetensors(path)
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as err:  # safetensors' own error type for what the header check cannot see
+        raise ValueError(f"{path}: not a valid safetensors file: {err}") from None
     model.load_state_dict(state, strict=strict)
     if hasattr(model, "invalidate_cache"):
         model.invalidate_cache()

@@ -95,7 +95,7 @@ def filter_recipe(name: str, model_cls, config_cls, grid: dict, description: str
         if select:
             selection = select_config(model, space, inputs.train, valid, monitor="recall@20", ks=(20,),
                                       max_users=options.get("_select_users", 5000), seed=int(train_config.seed),
-                                      progress=progress)
+                                      progress=progress is True)
         model.truncate_basis()
         if valid is not None and valid.nnz:
             metrics = evaluate_ranking(model.score_users, inputs.train, valid, ks=(10, 20))

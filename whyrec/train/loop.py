@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
@@ -67,6 +68,30 @@ class TrainConfig:
     lr_min: float = 0.0
     positives: str = "interactions"
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        check_train_values(asdict(self))
+
+
+def check_train_values(values: dict, flags: bool = False) -> None:
+    """Refuse settings that cannot train: ``epochs``, ``batch_size``, ``eval_every`` below 1, a learning
+    rate or L2 weight that is not a finite number (lr > 0, reg >= 0). ``ValueError`` names the setting
+    (as a command-line flag, ``--epochs``, with ``flags``); only the keys present are checked."""
+    def name(key: str) -> str:
+        return "--" + key.replace("_", "-") if flags else key
+
+    for key in ("epochs", "batch_size", "eval_every"):
+        v = values.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name(key)} must be a whole number of at least 1, got {v!r}")
+    for key, low, strict in (("lr", 0.0, True), ("reg", 0.0, False), ("lr_min", 0.0, False)):
+        v = values.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or (v <= low if strict else v < low):
+            rule = "a finite number above 0" if strict else "a finite number of at least 0"
+            raise ValueError(f"{name(key)} must be {rule}, got {v!r}")
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -267,7 +292,7 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
             t_start -= t_before
             last_metrics = hist.evals[-1][1] if hist.evals else {}
         bar = None
-        if progress:
+        if progress and progress != "lines":  # "lines": no bar, one line on stderr per evaluation
             from tqdm.auto import tqdm
 
             bar = tqdm(total=config.epochs, initial=first - 1, desc=f"train {type(model).__name__}", unit="epoch")
@@ -297,6 +322,8 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
                     if config.patience is not None and bad >= config.patience:
                         stop = True
             hist.epochs.append(row)
+            if progress == "lines" and checkpoint:
+                _print_line(epoch, config.epochs, row, monitor, ks)
             if state_path is not None and checkpoint and not stop:
                 save_training_state(state_path, model=model, optimizer=opt, best_state=best_state, info={
                     **identity, "epoch": epoch, "bad": bad, "seconds": time.perf_counter() - t_start,
@@ -328,6 +355,12 @@ def run_epochs(model: Recommender, train_epoch: EpochFn, train_csr, valid_csr=No
         if out_dir is not None and hist.epochs:
             write_curves(hist, out_dir)
     return hist
+
+
+def _print_line(epoch: int, epochs: int, row: dict, monitor: str, ks: tuple) -> None:
+    parts = [f"epoch {epoch}/{epochs}", f"loss {row['loss']:.4f}"]
+    parts += [f"{k} {row[k]:.4f}" for k in dict.fromkeys((monitor, f"ndcg@{ks[0]}")) if k in row]
+    print("  ".join(parts), file=sys.stderr, flush=True)
 
 
 _NOT_PART_OF_RESUME = ("device", "num_threads", "eval_batch_size", "patience", "resume")

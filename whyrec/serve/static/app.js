@@ -8,7 +8,21 @@ const state = { health: null, liked: [], mode: null, data: null, selected: null,
 // ---------------------------------------------------------------------------------------------- //
 // HTTP
 // ---------------------------------------------------------------------------------------------- //
+// A service started with an API key (needed beyond loopback) is opened as http://host:port/#key=KEY: the
+// key is kept for this tab and sent with every request as X-API-Key; it never goes into a URL.
+const API_KEY = (() => {
+  const m = /(?:^#|&)key=([^&]+)/.exec(location.hash || "");
+  if (m) {
+    try { sessionStorage.setItem("whyrec-key", decodeURIComponent(m[1])); } catch (e) { /* storage off */ }
+    history.replaceState(null, "", location.pathname + location.search);
+    return decodeURIComponent(m[1]);
+  }
+  try { return sessionStorage.getItem("whyrec-key"); } catch (e) { return null; }
+})();
+
 async function api(path, options) {
+  options = Object.assign({}, options || {});
+  if (API_KEY) options.headers = Object.assign({}, options.headers || {}, { "X-API-Key": API_KEY });
   const res = await fetch(path, options);
   let body = null;
   try { body = await res.json(); } catch (e) { body = null; }
