@@ -231,3 +231,56 @@ def test_gf_cf_run_recommends_explains_and_folds_in_exactly(ml100k_runs):
     result = CliRunner().invoke(cli, ["explain", str(ml100k_runs / "gf-cf"), "--user", "1", "--method", "history"])
     assert result.exit_code == 0, result.output
     assert "exact decomposition" in result.output
+
+
+def test_gf_cf_run_is_served(ml100k_runs):
+    from fastapi.testclient import TestClient
+
+    from whyrec.serve.app import create_app
+
+    client = TestClient(create_app(ml100k_runs / "gf-cf"))
+    health = client.get("/health").json()
+    assert health["new_users"] and "history" in health["available_methods"]
+    recs = client.get("/users/1/recommendations?k=5").json()["recommendations"]
+    assert len(recs) == 5
+    why = client.get(f"/users/1/explanations/{recs[0]['item_id']}?method=history").json()
+    assert why["exact"] and why["score"] == pytest.approx(recs[0]["score"], rel=1e-5)
+    new = client.post("/recommendations", json={"liked": ["Toy Story (1995)", "star wars"], "k": 3}).json()
+    assert len(new["recommendations"]) == 3
+    for r in new["recommendations"]:
+        assert [b["title"] for b in r["because"]] and \
+            sum(b["contribution"] for b in r["because"]) == pytest.approx(r["score"], rel=1e-4)
+
+
+def test_faithfulness_of_the_exact_decomposition(ml100k_runs):
+    result = CliRunner().invoke(cli, ["faithfulness", str(ml100k_runs / "gf-cf"), "--method", "history,random",
+                                      "--remove", "10", "--runs", "1", "--json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = {m["method"]: m["results"][0] for m in json.loads(result.output)["methods"]}
+    # removing the ten items that contribute most knocks out more of the user's own top 10 than random
+    assert rows["history"]["top10_kept"] < rows["random"]["top10_kept"] - 0.1, rows
+
+
+@pytest.mark.parametrize("model", FILTERS, ids=["gf-cf", "bspm", "cheby-cf"])
+def test_concept_embeddings_are_the_rank_k_term(model):
+    """The vectors concepts are fitted on reproduce exactly the model's rank-k term."""
+    model.fit_basis()
+    users, items = model.concept_embeddings()
+    full = model_scores(model)
+    weight = {"gf-cf": "alpha", "bspm": "beta", "cheby-cf": "alpha"}[
+        {GFCF: "gf-cf", BSPM: "bspm", ChebyCF: "cheby-cf"}[type(model)]]
+    saved = getattr(model.config, weight)
+    try:
+        setattr(model.config, weight, 0.0)
+        without = model_scores(model)
+    finally:
+        setattr(model.config, weight, saved)
+    np.testing.assert_allclose((users @ items.T).double().numpy(), full - without, rtol=1e-4, atol=1e-5)
+
+
+def test_concepts_on_a_filter_run(ml100k_runs):
+    result = CliRunner().invoke(cli, ["explain", str(ml100k_runs / "gf-cf"), "--user", "1", "--method", "concepts",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["genres"] and "rank-k term" in out["concept_space"]

@@ -64,8 +64,8 @@ def recommend_for_new_user(run: Run, liked: list[str], k: int = 10) -> dict:
     """
     model = run.model
     if not supports_new_users(model):
-        raise ValueError("a new user can be scored only by a LightGCN-type run (folded in) or a graph filter "
-                         f"(gf-cf, bspm, cheby-cf: a new row); this run is {run.config['model']}")
+        raise ValueError("a new user can be folded in only into a LightGCN run, or scored as a new row by a graph "
+                         f"filter (gf-cf, bspm, cheby-cf); this run is {run.config['model']}")
     items = resolve_items(run, liked)
     with torch.no_grad():
         if hasattr(model, "score_items"):

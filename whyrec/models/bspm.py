@@ -156,6 +156,9 @@ class BSPM(LinearFilter):
                 return self.apply_polynomial(q, d_half * self.V).contiguous()
         return self._cached("idl_right", make)
 
+    def low_rank_factors(self):
+        return self.graph.item_power(-0.5), self.idl_right(), float(self.config.beta)
+
     def filter_items(self, rows) -> Tensor:
         p, _ = self.polynomials()
         out = self.apply_polynomial(p, rows.dense(), rows)

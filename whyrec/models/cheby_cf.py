@@ -99,6 +99,10 @@ class ChebyCF(LinearFilter):
         """``L̃ X = X - 2 P̃ X``."""
         return self.propagate(X).mul_(-2.0).add_(X)
 
+    def low_rank_factors(self):
+        post = self._vector("post", self.graph.item_power(self.config.beta)).unsqueeze(1)
+        return self.graph.item_power(-self.config.beta), self.V * post, float(self.config.alpha)
+
     def filter_items(self, rows) -> Tensor:
         c = self.config
         post = self._vector("post", self.graph.item_power(c.beta)).unsqueeze(1)

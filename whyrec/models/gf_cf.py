@@ -44,6 +44,10 @@ class GFCF(LinearFilter):
         self.config = config = config or GFCFConfig()
         super().__init__(train, config)
 
+    def low_rank_factors(self):
+        d_half = self._vector("d^1/2", self.graph.item_power(0.5)).unsqueeze(1)
+        return self.graph.item_power(-0.5), self.V * d_half, float(self.config.alpha)
+
     def filter_items(self, rows) -> Tensor:
         V = self.V
         d_half = self._vector("d^1/2", self.graph.item_power(0.5)).unsqueeze(1)

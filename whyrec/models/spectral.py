@@ -269,6 +269,22 @@ class LinearFilter(Recommender):
         with torch.no_grad():
             return self.filter_items(Rows(self, unit)).index_select(0, items).T.contiguous()
 
+    def low_rank_factors(self) -> tuple[np.ndarray, Tensor, float]:
+        """``(a, M, w)`` with the model's rank-``k`` term ``s_low(x) = w · ((x ⊙ a) V_k) M^T``:
+        ``a`` ``(n_items,)``, ``M`` ``(n_items, k)``."""
+        raise NotImplementedError
+
+    def concept_embeddings(self) -> tuple[Tensor, Tensor]:
+        """User ``(n_users, k)`` and item ``(n_items, k)`` vectors whose dot product is the model's
+        **rank-k term** (the ideal low-pass / ideal pass filter), not the whole score: the item
+        vectors are the items' coordinates in the ``k`` smoothest spectral directions of the item
+        graph, and a user's is their (normalized) history summed in those coordinates. What concept
+        activation vectors are fitted on for a filter run (``whyrec concepts``)."""
+        a, M, w = self.low_rank_factors()
+        users = torch.from_numpy(np.asarray((self.graph.R @ sp.diags(a.astype(np.float32))) @ self.V.numpy(),
+                                            np.float32)) * float(w)
+        return users, M
+
     def embeddings(self) -> tuple[Tensor, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} has no user embeddings: a user is their interaction "
                                   "row (use score_users / score_histories)")
