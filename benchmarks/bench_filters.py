@@ -58,8 +58,20 @@ def child(args) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     model = recipe.build(ModelInputs(data.n_users, data.n_items, train, {}), config)
-    hist = recipe.fit(model, ModelInputs(data.n_users, data.n_items, train, {}), valid if valid.nnz else None,
-                      TrainConfig(seed=args.seed), None, False) if recipe.fit else None
+    train_values = {}
+    for kv in args.train or []:
+        key, _, value = kv.partition("=")
+        train_values[key] = json.loads(value)
+    tconfig = TrainConfig(seed=args.seed, device="cpu", **train_values)
+    monitor = valid if valid.nnz else None
+    if recipe.fit:
+        hist = recipe.fit(model, ModelInputs(data.n_users, data.n_items, train, {}), monitor, tconfig, None, False)
+    elif model.trainable:  # LightGCN, MF: the BPR loop of `whyrec train`
+        from whyrec.train.loop import fit
+
+        hist = fit(model, train, monitor, tconfig, progress=False)
+    else:
+        hist = None
     fit_s = time.perf_counter() - t0
     if recipe.final_config:
         config = recipe.final_config(model, config)
@@ -73,6 +85,8 @@ def child(args) -> dict:
             "total_seconds": round(fit_s + eval_s, 2),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3),
             "selection": (hist.config.get("selection") if hist else None), "metrics": metrics,
+            "train_config": train_values if model.trainable else None,
+            "best_epoch": hist.best_epoch if hist else None,
             "n_users": data.n_users, "n_items": data.n_items, "n_train": int(train.nnz)}
 
 
@@ -88,6 +102,7 @@ def main() -> None:
     p.add_argument("--k", default="20")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--opt", action="append", help="MODEL:KEY=VALUE, passed to that model only")
+    p.add_argument("--train", action="append", help="TrainConfig KEY=VALUE for the trained models (lightgcn, mf)")
     p.add_argument("--tag", default="")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
