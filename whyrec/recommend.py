@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from .evaluate import top_k_items
 from .run import Run
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item: ``item`` (raw id), ``title``, ``score``, ``rank`` (1-based), ``genres``
+    and, for a new user of a graph filter, ``because`` (each liked item's exact contribution)."""
+
+    rank: int
+    item: int
+    title: str
+    score: float
+    genres: tuple = ()
+    because: tuple = ()
+
+
+class Recommendations(list):
+    """The :class:`Recommendation` s of one request, in rank order; ``to_dict()`` is the JSON that
+    ``whyrec recommend --json`` and the HTTP API print."""
+
+    def __init__(self, result: dict):
+        super().__init__(Recommendation(r["rank"], r["item_id"], r["title"], r["score"], tuple(r.get("genres") or ()),
+                                        tuple(r.get("because") or ())) for r in result["recommendations"])
+        self.result = result
+
+    def to_dict(self) -> dict:
+        return dict(self.result)
 
 
 def _rows(run: Run, items: np.ndarray, scores: np.ndarray) -> list[dict]:

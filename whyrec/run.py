@@ -198,14 +198,101 @@ class Run(UserItemIds):
             index = self._titles = TitleIndex(self.item_ids, self.item_titles)
         return index
 
+    # -- the library face: what the CLI and the service do, in a line each ------------------------ #
+    @classmethod
+    def from_trained(cls, trained) -> "Run":
+        """An in-memory run from :func:`whyrec.pipeline.run_training` (nothing written; :meth:`save`
+        writes the run folder)."""
+        data, split = trained.data, trained.split
+        train, valid, test = split.matrices(data)
+        shape = (data.n_users, data.n_items)
+        run = cls(None, run_config(data, split, trained.model_name, trained.model_config, trained.train_config),
+                  np.asarray(data.user_ids, np.int64), np.asarray(data.item_ids, np.int64), data.item_titles,
+                  data.item_genres, split,
+                  {"train": train, "valid": valid, "test": test,
+                   "seen": binary_matrix(data.users, data.items, shape)},
+                  trained.model, trained.extras,
+                  sp.csr_matrix((data.ratings, (data.users, data.items)), shape=shape))
+        run._trained = trained
+        return run
 
-def write_run(out: Path, *, data: InteractionData, split: Split, model, model_name: str, model_config: dict,
-              train_config: dict, metrics: dict, extras: dict | None = None) -> None:
-    """Write every file of a run folder and its manifest."""
-    from .train.checkpoint import save_weights
+    @property
+    def metrics(self) -> dict:
+        """Validation and test metrics of training (``metrics.json``)."""
+        trained = getattr(self, "_trained", None)
+        if trained is not None:
+            return trained.metrics
+        return json.loads((Path(self.path) / "metrics.json").read_text())
 
-    out = Path(out)
-    config = {
+    def evaluate(self, k=(10, 20), on: str = "test") -> dict:
+        """Full-ranking metrics on the ``on`` part (``"test"`` or ``"valid"``), training items masked:
+        ``{"recall@20": …, "ndcg@20": …, …}`` for every cut-off in ``k`` (an int or a list)."""
+        from .evaluate import evaluate_ranking
+
+        if on not in ("test", "valid"):
+            raise ValueError(f"on must be test or valid, got {on!r}")
+        target = self.matrices[on]
+        if target.nnz == 0:
+            raise ValueError(f"this run has no {on} interactions")
+        return evaluate_ranking(self.model.score_users, self.matrices["train"], target,
+                                ks=(k,) if isinstance(k, int) else tuple(k))
+
+    def recommend(self, user=None, liked=None, k: int = 10):
+        """Top ``k`` items for a known ``user`` (raw id; items they interacted with are left out) or for
+        a new user who ``liked`` these items (titles, forgivingly matched, or raw ids): a
+        :class:`whyrec.recommend.Recommendations` list (``.item`` raw id, ``.title``, ``.score``)."""
+        from .recommend import Recommendations, recommend_for_new_user, recommend_for_user
+
+        if (user is None) == (not liked):
+            raise ValueError("give either user= (a raw id) or liked= (a list of items)")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_items:
+            raise ValueError(f"k must be an integer in 1..{self.n_items}, got {k!r}")
+        if user is not None:
+            return Recommendations(recommend_for_user(self, user, int(k)))
+        return Recommendations(recommend_for_new_user(self, [str(x) for x in liked], int(k)))
+
+    def explain(self, user, item=None, method: str = "history", **options):
+        """Why ``user`` (raw id) gets ``item`` (raw id or title; default: their first recommendation),
+        by ``method`` (:func:`whyrec.explain.supported_methods` lists this run's): an
+        :class:`whyrec.explain.explanation.Explanation`."""
+        from .explain import explanation_module
+        from .explain.explanation import Explanation
+
+        module = explanation_module(self, method)
+        options.setdefault("top", self.n_items)  # every contribution, not the CLI's top 10
+        u = self.user_index(user)
+        i = self.titles().resolve(str(item)) if item is not None else None
+        return Explanation.from_result(module.explain_run(self, u, i, **options))
+
+    def save(self, path, overwrite: bool = False) -> Path:
+        """Write this run as a run folder at ``path`` (what ``whyrec train --out`` writes), atomically:
+        an existing run there is replaced only with ``overwrite`` and only once the new one is complete."""
+        path = Path(path)
+        trained = getattr(self, "_trained", None)
+        if trained is None and self.path is not None and Path(self.path).resolve() == path.resolve():
+            raise ValueError(f"{path} is this run's own folder")
+        created = not path.exists()
+        work = prepare_run_dir(path, overwrite)
+        try:
+            if trained is not None:
+                trained.write(work)
+            else:  # a loaded run folder: copy its files (verified on load)
+                for f in sorted(Path(self.path).iterdir()):
+                    if f.is_file():
+                        shutil.copy2(f, work / f.name)
+            commit_run_dir(work, path)
+        except BaseException:
+            discard_run_dir(work, path)
+            if created:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        self.path = path
+        return path
+
+
+def run_config(data: InteractionData, split: Split, model_name: str, model_config: dict, train_config: dict) -> dict:
+    """``config.json`` of a run."""
+    return {
         "whyrec_run": 1,
         "dataset": data.name,
         "data_dir": str(Path(data.source_dir).resolve()) if data.source_dir else None,
@@ -216,6 +303,15 @@ def write_run(out: Path, *, data: InteractionData, split: Split, model, model_na
         "n_users": data.n_users,
         "n_items": data.n_items,
     }
+
+
+def write_run(out: Path, *, data: InteractionData, split: Split, model, model_name: str, model_config: dict,
+              train_config: dict, metrics: dict, extras: dict | None = None) -> None:
+    """Write every file of a run folder and its manifest."""
+    from .train.checkpoint import save_weights
+
+    out = Path(out)
+    config = run_config(data, split, model_name, model_config, train_config)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     save_weights(model, out / "weights.safetensors", metadata={"model": model_name})
     save_split_pairs(out / "split.npz", split, data)

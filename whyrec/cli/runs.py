@@ -83,34 +83,16 @@ def train(
     progress: bool = progress_option("Show a progress bar (--no-progress: one line per evaluation instead)."),
 ) -> None:
     """Train a model and write a run folder (weights, config, split, id maps, metrics, curves)."""
-    import torch
-
     from ..data import load_dataset
-    from ..data.splits import make_split
-    from ..evaluate import evaluate_ranking
-    from ..run import commit_run_dir, discard_run_dir, prepare_run_dir, write_run
-    from ..train.loop import TrainConfig, fit
-    from ..train.recipes import ModelInputs, get_recipe
-
-    from ..train.loop import check_train_values
+    from ..pipeline import plan_training, run_training
+    from ..run import commit_run_dir, discard_run_dir, prepare_run_dir
+    from ..train.checkpoint import TRAINING_STATE
 
     # pointless hyper-parameters are refused before any work (the flags as given, then the model's defaults)
-    check_train_values({"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg, "eval_every": eval_every,
-                        "lr_min": lr_min}, flags=True)
-    recipe = get_recipe(model)
-    options = {**recipe.model_options(dim, layers), "features": features, **parse_opts(opt)}
-    train_values = recipe.train_config({"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg,
-                                        "eval_every": eval_every})
-    model_config = recipe.model_config(options)
-    ks = parse_ks(k, (10, 20))
-    from ..train.checkpoint import TRAINING_STATE
-    from ..train.loop import LR_SCHEDULES
-    from ..train.sampling import check_positives
-
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
-    check_positives(positives, "--positives")
-    check_train_values(train_values, flags=True)
+    plan = plan_training(model, options=parse_opts(opt), dim=dim, layers=layers, features=features, epochs=epochs,
+                         batch_size=batch_size, lr=lr, reg=reg, eval_every=eval_every, lr_schedule=lr_schedule,
+                         lr_min=lr_min, positives=positives, ks=parse_ks(k, (10, 20)))
+    ks = plan.ks
     created = not out.exists()
     if resume:
         if overwrite:
@@ -126,38 +108,12 @@ def train(
     try:
         data = load_dataset(dataset, data_dir)
         echo_notes(data.notes)
-        params = {"valid_ratio": valid_ratio} if (split or ("official" if data.official_test is not None else "")) == "official" else {}
-        the_split = make_split(data, split, seed=seed, min_rating=min_rating, **params)
-        train_m, valid_m, test_m = the_split.matrices(data)
-        monitor_m = test_m if eval_on_test else (valid_m if valid_m.nnz else None)
-        if monitor_m is None:
-            typer.echo("note: the split has no validation part: training runs the full --epochs without early "
-                       "stopping (use --valid-ratio or --eval-on-test)", err=True)
-        extras = recipe.extras(data, the_split.train) if recipe.extras else {}
-        inputs = ModelInputs(data.n_users, data.n_items, train_m, extras)
-        torch.manual_seed(seed)  # the initial weights too are a function of --seed
-        net = recipe.build(inputs, model_config)
-        config = TrainConfig(**train_values, seed=seed, patience=patience or None, device=device,
-                             num_threads=threads, lr_schedule=lr_schedule, lr_min=lr_min, positives=positives,
-                             resume=resume)
-        trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
-        hist = trainer(net, inputs, monitor_m, config, work, progress or "lines")
-        if recipe.final_config is not None:  # settings chosen while fitting (e.g. on validation)
-            model_config = recipe.final_config(net, model_config)
-        net.eval()
-        test_metrics = evaluate_ranking(net.score_users, train_m, test_m, ks=ks)
-        metrics = {
-            "test": test_metrics,
-            "valid": hist.best_metrics,
-            "monitored": "test" if eval_on_test else ("valid" if monitor_m is not None else None),
-            "best_epoch": hist.best_epoch,
-            "epochs_trained": len(hist.epochs),
-            "stopped_early": hist.stopped_early,
-            "train_seconds": round(hist.seconds, 2),
-        }
-        write_run(work, data=data, split=the_split, model=net, model_name=model, model_config=model_config,
-                  train_config={**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics=metrics,
-                  extras=extras)
+        trained = run_training(plan, data, split=split, seed=seed, min_rating=min_rating, valid_ratio=valid_ratio,
+                               patience=patience, eval_on_test=eval_on_test, device=device, threads=threads,
+                               resume=resume, out_dir=work, progress=progress or "lines",
+                               note=lambda text: typer.echo(f"note: {text}", err=True))
+        trained.write(work)
+        hist, test_metrics = trained.history, trained.metrics["test"]
         commit_run_dir(work, out)
     except BaseException as err:
         if replacing:  # the old run was never touched; drop the unfinished new one

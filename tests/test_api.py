@@ -1,0 +1,99 @@
+"""The library's face (README's Python snippet) on real data: whyrec.fit / load / Run methods /
+from_interactions, in memory, with save/load round trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import whyrec
+from conftest import dataset_dir
+
+
+@pytest.fixture(scope="module")
+def ml100k():
+    return whyrec.load_dataset("ml-100k", str(dataset_dir("ml-100k")))
+
+
+def test_readme_snippet_lightgcn(ml100k, tmp_path):
+    data = ml100k
+    run = whyrec.fit(data, model="lightgcn", split="user-holdout", seed=0, epochs=60, lr=5e-3, progress=False)
+    metrics = run.evaluate(k=[10, 20])
+    pop = whyrec.fit(data, model="pop", split="user-holdout", seed=0, progress=False).evaluate(k=[10, 20])
+    assert metrics["recall@20"] > pop["recall@20"] + 0.05, (metrics["recall@20"], pop["recall@20"])
+    recs = run.recommend(user="1", k=10)
+    seen = set(data.item_ids[data.items[data.users == data.user_index("1")]].tolist())
+    assert len(recs) == 10 and all(r.title for r in recs) and not {r.item for r in recs} & seen
+    new = run.recommend(liked=["Toy Story (1995)", "star wars"], k=10)
+    assert len(new) == 10 and not {r.item for r in new} & {1, 50}
+    why = run.explain(user="1", item=recs[0].item, method="history")
+    assert why.method == "history" and why.item == recs[0].item and why.additive
+    assert why.score == pytest.approx(recs[0].score, rel=1e-4)
+    assert why.total == pytest.approx(why.score - why.baseline, rel=1e-3, abs=1e-4)
+    labels = [label for label, _ in why.contributions]  # every history item, as (label, value) pairs
+    assert len(labels) == run.matrices["train"][run.user_index("1")].nnz and all(labels)
+    assert json.loads(json.dumps(why.to_dict()))["method"] == "history"
+    run.save(tmp_path / "ml100k")
+    again = whyrec.load(tmp_path / "ml100k")
+    assert [r.item for r in again.recommend(user="1", k=10)] == [r.item for r in recs]
+    assert [r.score for r in again.recommend(user="1", k=10)] == pytest.approx([r.score for r in recs], rel=1e-6)
+    with pytest.raises(FileExistsError):
+        run.save(tmp_path / "ml100k")  # nothing is overwritten without asking
+    assert again.recommend(user="1", k=10).to_dict()["recommendations"][0]["item_id"] == recs[0].item
+
+
+def test_fit_refuses_unknown_options(ml100k):
+    with pytest.raises(ValueError, match="does not know --opt bogus"):
+        whyrec.fit(ml100k, model="gf-cf", bogus=1, progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        whyrec.fit(ml100k, model="lightgcn", epochs=0, progress=False)
+
+
+def test_graph_filter_in_memory(ml100k):
+    run = whyrec.fit(ml100k, model="gf-cf", seed=0, progress=False)
+    assert run.config["model_config"]["rank"] in (64, 128, 256, 512)
+    recs = run.recommend(user="7", k=5)
+    why = run.explain(user="7", item=recs[0].item, method="history")
+    assert why.baseline == 0.0 and why.total == pytest.approx(why.score, rel=1e-4)
+    new = run.recommend(liked=["Fargo (1996)", "Usual Suspects, The (1995)"], k=5)
+    assert all(sum(b["contribution"] for b in r.because) == pytest.approx(r.score, rel=1e-4) for r in new)
+
+
+def synthetic_frame(seed=0, n_users=300, n_items=120, per_user=15) -> pd.DataFrame:
+    """Two taste groups: users 0..149 like items 0..59, the others 60..119 (plus a little noise)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        group = u < n_users // 2
+        pool = np.arange(0, n_items // 2) if group else np.arange(n_items // 2, n_items)
+        items = rng.choice(pool, size=per_user, replace=False)
+        noise = rng.choice(n_items, size=2, replace=False)
+        for i in np.r_[items, noise]:
+            rows.append((1000 + u, 5000 + int(i), float(rng.integers(1, 6)), 1_600_000_000 + len(rows)))
+    return pd.DataFrame(rows, columns=["uid", "iid", "stars", "ts"])
+
+
+def test_from_interactions_dataframe_and_arrays(tmp_path):
+    df = synthetic_frame()
+    titles = {5000 + i: f"Item {i}" for i in range(120)}
+    data = whyrec.from_interactions(df, user="uid", item="iid", rating="stars", timestamp="ts", titles=titles)
+    assert data.n_users == 300 and data.n_items == df.iid.nunique() and data.explicit
+    assert data.item_titles[data.item_index(5003)] == "Item 3"
+    run = whyrec.fit(data, model="gf-cf", seed=1, min_rating=1, progress=False)
+    pop = whyrec.fit(data, model="pop", seed=1, min_rating=1, progress=False)
+    assert run.evaluate(k=10)["recall@10"] > pop.evaluate(k=10)["recall@10"] + 0.1
+    # a user of the first group is recommended items of the first group
+    recs = run.recommend(user="1000", k=10)
+    assert sum(r.item < 5060 for r in recs) >= 8
+    run.save(tmp_path / "custom")
+    assert [r.item for r in whyrec.load(tmp_path / "custom").recommend(user="1000", k=10)] == [r.item for r in recs]
+    # numpy arrays: the same data
+    arrays = whyrec.from_interactions(users=df.uid.to_numpy(), items=df.iid.to_numpy())
+    assert arrays.n_users == data.n_users and not arrays.explicit
+    with pytest.raises(whyrec.data.DataError, match="no column 'user'"):
+        whyrec.from_interactions(df)
+    with pytest.raises(whyrec.data.DataError, match="integer ids"):
+        whyrec.from_interactions(users=["a", "b"], items=[1, 2])
