@@ -51,3 +51,29 @@ def mlsmall():
     from whyrec.data import load_dataset
 
     return load_dataset("ml-latest-small", dataset_dir("ml-latest-small"))
+
+
+def copy_dataset(name: str, tmp_path: Path) -> Path:
+    """A writable copy of a real dataset folder (to damage in a test)."""
+    import shutil
+
+    dst = tmp_path / name
+    shutil.copytree(dataset_dir(name), dst)
+    for f in dst.iterdir():
+        f.chmod(0o644)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A one-epoch, 8-dimensional LightGCN run folder on ML-100K (for tests of what surrounds a run)."""
+    from typer.testing import CliRunner
+
+    from whyrec.cli import app
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    result = CliRunner().invoke(app, ["train", "--dataset", "ml-100k", "--data-dir", str(dataset_dir("ml-100k")),
+                                      "--out", str(out), "--epochs", "1", "--dim", "8", "--eval-every", "1",
+                                      "--no-progress", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    return out

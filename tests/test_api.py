@@ -10,12 +10,6 @@ import pandas as pd
 import pytest
 
 import whyrec
-from conftest import dataset_dir
-
-
-@pytest.fixture(scope="module")
-def ml100k():
-    return whyrec.load_dataset("ml-100k", str(dataset_dir("ml-100k")))
 
 
 def test_readme_snippet_lightgcn(ml100k, tmp_path):

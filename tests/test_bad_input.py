@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import dataset_dir
+from conftest import copy_dataset, dataset_dir
 from whyrec.cli import app
 
 runner = CliRunner()
 
 
-def copy_of(name: str, tmp_path: Path) -> Path:
-    dst = tmp_path / name
-    shutil.copytree(dataset_dir(name), dst)
-    for f in dst.iterdir():
-        f.chmod(0o644)
-    return dst
+copy_of = copy_dataset
 
 
 def info(dataset: str, folder: Path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import dataset_dir
+from conftest import copy_dataset, dataset_dir
 from whyrec.cli import app
 
 runner = CliRunner()
@@ -30,12 +30,7 @@ def one_error(args) -> str:
     return err[0]
 
 
-def copy_of(name: str, tmp_path: Path) -> Path:
-    dst = tmp_path / name
-    shutil.copytree(dataset_dir(name), dst)
-    for f in dst.iterdir():
-        f.chmod(0o644)
-    return dst
+copy_of = copy_dataset
 
 
 def rewrite_line(path: Path, lineno: int, new: str, encoding: str = "latin-1") -> None:
@@ -48,13 +43,8 @@ def rewrite_line(path: Path, lineno: int, new: str, encoding: str = "latin-1") -
 # corrupt weights, with a manifest that matches them
 # --------------------------------------------------------------------------------------------- #
 @pytest.fixture(scope="module")
-def good_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus") / "run"
-    result = runner.invoke(app, ["train", "--dataset", "ml-100k", "--data-dir", str(dataset_dir("ml-100k")),
-                                 "--out", str(out), "--epochs", "1", "--dim", "8", "--eval-every", "1",
-                                 "--no-progress", "--threads", "1"])
-    assert result.exit_code == 0, result.output
-    return out
+def good_run(tiny_run):
+    return tiny_run
 
 
 def _absurd_length(raw: bytes) -> bytes:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import socket
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,6 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import dataset_dir
 
 warnings.filterwarnings("ignore", message="Using `httpx` with")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -32,15 +30,10 @@ KEY = "correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("guard") / "run"
-    result = runner.invoke(cli, ["train", "--dataset", "ml-100k", "--data-dir", str(dataset_dir("ml-100k")),
-                                 "--out", str(out), "--epochs", "1", "--dim", "8", "--eval-every", "1",
-                                 "--no-progress", "--threads", "1"])
-    assert result.exit_code == 0, result.output
+def run(tiny_run):
     from whyrec.run import load_run
 
-    return load_run(out)
+    return load_run(tiny_run)
 
 
 @pytest.fixture(scope="module")

@@ -233,7 +233,7 @@ class Run(UserItemIds):
             raise ValueError(f"on must be test or valid, got {on!r}")
         target = self.matrices[on]
         if target.nnz == 0:
-            raise ValueError(f"this run has no {on} interactions")
+            raise ValueError(f"run {self.path if self.path is not None else '(in memory)'} has no {on} interactions")
         return evaluate_ranking(self.model.score_users, self.matrices["train"], target,
                                 ks=(k,) if isinstance(k, int) else tuple(k))
 

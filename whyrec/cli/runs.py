@@ -141,7 +141,6 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Re-score a run on its saved test split (full ranking, training items masked)."""
-    from ..evaluate import evaluate_ranking
     from ..run import load_run
 
     if more_k and not k:
@@ -150,10 +149,7 @@ def evaluate(
     if split_part not in ("test", "valid"):
         raise ValueError(f"--on must be test or valid, got {split_part!r}")
     run = load_run(run_dir)
-    target = run.matrices[split_part]
-    if target.nnz == 0:
-        raise ValueError(f"run {run_dir} has no {split_part} interactions")
-    metrics = evaluate_ranking(run.model.score_users, run.matrices["train"], target, ks=ks)
+    metrics = run.evaluate(ks, on=split_part)
     if as_json:
         typer.echo(json.dumps({"run": str(run_dir), "split": split_part, **metrics}))
     else:
@@ -172,16 +168,13 @@ def recommend(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Top-k unseen items for a user, or for a new user from items they like (no retraining)."""
-    from ..recommend import recommend_for_new_user, recommend_for_user
     from ..run import load_run
 
     if (user is None) == (not liked):
         raise ValueError("give either --user RAW_ID or one or more --liked ITEM")
     run = load_run(run_dir)
-    if user is not None:
-        result = recommend_for_user(run, user, k)
-    else:
-        result = recommend_for_new_user(run, liked, k)
+    result = run.recommend(user=user, liked=liked, k=min(k, run.n_items)).to_dict()
+    if liked:
         echo_notes(run.titles().duplicates(liked))
     if as_json:
         typer.echo(json.dumps(result))

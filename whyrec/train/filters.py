@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import time
 import typing
-from typing import Callable
 
 from ..evaluate.ranking import evaluate_ranking
 from .loop import History
@@ -85,8 +84,8 @@ def filter_recipe(name: str, model_cls, config_cls, grid: dict, description: str
         options = getattr(model, "_recipe_options", {})
         fixed = set(options.get("_fixed", ()))
         full = min(model.n_users, model.n_items)
-        space = {k: sorted({min(int(v), full) for v in vs}, key=list(vs).index) if k == "rank" else list(vs)
-                 for k, vs in grid.items() if k not in fixed}
+        space = {k: list(dict.fromkeys(min(int(v), full) for v in vs)) if k == "rank" else list(vs)
+                 for k, vs in grid.items() if k not in fixed}  # ranks clipped to what exists, in grid order
         select = options.get("_select", True) and valid is not None and valid.nnz > 0 and bool(space)
         ranks = space.get("rank", []) if select else []
         model.fit_basis(seed=int(train_config.seed), rank=max([model.config.rank, *ranks]))
