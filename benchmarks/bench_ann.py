@@ -3,7 +3,7 @@
 A synthetic, seeded catalogue of ``--items`` item vectors (``--dim``, default 64) with cluster structure
 and popularity-like norms (``--clusters`` centres; an item is its centre plus noise, scaled by a
 log-normal factor, so that the inner product, not only the direction, decides), and ``--queries``
-user vectors drawn the same way (a mix of two centres plus noise). Each user has ``--seen`` seen
+user vectors drawn the same way (a mix of two centres plus the same noise). Each user has ``--seen`` seen
 items — half of them among their exact top 100, the rest random — which must never be returned.
 
 For every ``--nprobe`` it measures recall@10 of :class:`whyrec.serve.index.FaissIndex` against the exact
@@ -45,7 +45,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def catalogue(n_items: int, n_queries: int, dim: int, clusters: int, seed: int):
+def catalogue(n_items: int, n_queries: int, dim: int, clusters: int, seed: int, args_noise: float = 1.0):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
     items = np.empty((n_items, dim), np.float32)
@@ -53,11 +53,11 @@ def catalogue(n_items: int, n_queries: int, dim: int, clusters: int, seed: int):
     for lo in range(0, n_items, step):
         hi = min(lo + step, n_items)
         c = rng.integers(0, clusters, hi - lo)
-        x = centres[c] + 0.6 * rng.standard_normal((hi - lo, dim)).astype(np.float32)
+        x = centres[c] + args_noise * rng.standard_normal((hi - lo, dim)).astype(np.float32)
         items[lo:hi] = x * rng.lognormal(0.0, 0.25, (hi - lo, 1)).astype(np.float32)
     a, b = rng.integers(0, clusters, (2, n_queries))
     w = rng.uniform(0.5, 1.0, (n_queries, 1)).astype(np.float32)
-    queries = (w * centres[a] + (1 - w) * centres[b] + 0.5 * rng.standard_normal((n_queries, dim))).astype(np.float32)
+    queries = (w * centres[a] + (1 - w) * centres[b] + args_noise * rng.standard_normal((n_queries, dim))).astype(np.float32)
     return items, queries, rng
 
 
@@ -91,14 +91,15 @@ def serve_phase(items, queries_unused, seen_sets, args, out: dict) -> None:
 
     n_users = args.serve_users
     rng = np.random.default_rng(args.seed + 1)
-    users = np.repeat(np.arange(n_users), args.seen)
-    its = np.concatenate([seen_sets[u % len(seen_sets)] for u in range(n_users)])
+    lists = [seen_sets[u % len(seen_sets)] for u in range(n_users)]
+    users = np.repeat(np.arange(n_users), [len(x) for x in lists])
+    its = np.concatenate(lists)
     data = InteractionData(name="synthetic", user_ids=np.arange(n_users, dtype=np.int64),
                            item_ids=np.arange(len(items), dtype=np.int64), users=users.astype(np.int64),
                            items=its.astype(np.int64), ratings=np.ones(len(users), np.float32), explicit=False)
     split = make_split(data, "user-holdout", seed=args.seed)
     model = MF(n_users, len(items), MFConfig(dim=items.shape[1]))
-    _, queries, _ = catalogue(1, n_users, items.shape[1], args.clusters, args.seed + 2)
+    _, queries, _ = catalogue(1, n_users, items.shape[1], args.clusters, args.seed + 2, args.noise)
     with torch.no_grad():
         model.user_emb.weight.copy_(torch.from_numpy(queries))
         model.item_emb.weight.copy_(torch.from_numpy(items))
@@ -150,6 +151,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--clusters", type=int, default=1000)
+    ap.add_argument("--noise", type=float, default=1.0, help="std of an item's offset from its centre (centres: N(0, 1))")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--latency-queries", type=int, default=300)
     ap.add_argument("--seen", type=int, default=50)
@@ -170,15 +172,15 @@ def main() -> None:
     import faiss
     import torch
 
-    from whyrec.serve.index import FaissIndex, default_nlist, exact_search, recall_at_k
+    from whyrec.serve.index import DEFAULT_NPROBE, FaissIndex, default_nlist, exact_search, recall_at_k
 
     torch.set_num_threads(1)
     out = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "load_average_start": os.getloadavg(),
            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "faiss": faiss.__version__,
-           "items": args.items, "dim": args.dim, "clusters": args.clusters, "queries": args.queries,
+           "items": args.items, "dim": args.dim, "clusters": args.clusters, "noise": args.noise, "queries": args.queries,
            "seen_per_query": args.seen, "k": args.k, "seed": args.seed}
     t = time.perf_counter()
-    items, queries, rng = catalogue(args.items, args.queries, args.dim, args.clusters, args.seed)
+    items, queries, rng = catalogue(args.items, args.queries, args.dim, args.clusters, args.seed, args.noise)
     print(f"catalogue {items.shape} in {time.perf_counter() - t:.1f}s, rss {rss_mb():.0f} MB", flush=True)
 
     # seen items: half among each user's exact top 100 (the hard case for a filtered search), half random
@@ -235,6 +237,18 @@ def main() -> None:
                "seen_items_returned": int(leaked), **percentiles(lat)}
         out["faiss"].append(row)
         print("faiss", json.dumps(row), flush=True)
+    # what the load-time tuner picks: tuned on 256 other users (drawn the same way), measured on the queries
+    _, tune_q, tune_rng = catalogue(1, 256, args.dim, args.clusters, args.seed + 3, args.noise)
+    tune_ex = [tune_rng.integers(0, args.items, args.seen) for _ in range(256)]
+    tune_truth = np.concatenate([exact_search(items, tune_q[lo:lo + 64], args.k, tune_ex[lo:lo + 64])[0]
+                                 for lo in range(0, 256, 64)])
+    index.nprobe = DEFAULT_NPROBE
+    t = time.perf_counter()
+    tuned = index.tune(tune_q, tune_ex, tune_truth)
+    tuned["tune_s_after_exact"] = round(time.perf_counter() - t, 2)
+    tuned[f"recall@{args.k}_on_queries"] = round(recall_at_k(index.search(queries, args.k, seen)[0], truth), 4)
+    out["tuned"] = tuned
+    print("tuned", json.dumps(tuned), flush=True)
     out["peak_rss_mb"] = round(peak_rss_mb())
     out["load_average_end"] = os.getloadavg()
     if args.serve:

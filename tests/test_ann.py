@@ -72,6 +72,18 @@ def test_seen_items_are_never_returned_and_scores_are_exact(catalogue):
     assert recalls[0] <= recalls[1] <= recalls[2] == 1.0
 
 
+def test_tuning_reaches_the_target_recall(catalogue):
+    items, queries, exclude, _ = catalogue
+    index = FaissIndex(items, nprobe=1)
+    want = exact_search(items, queries, 10, exclude)[0]
+    tuned = index.tune(queries, exclude, want, target=0.99)
+    assert tuned["nprobe"] == index.nprobe and tuned["recall@10"] >= 0.99
+    assert recall_at_k(index.search(queries, 10, exclude)[0], want) == tuned["recall@10"]
+    if index.nprobe > 1:  # the smallest nprobe found (to within 1/8) : well below it, the target is missed
+        lower = max(1, index.nprobe - max(1, index.nprobe // 8) - 1)
+        assert recall_at_k(index.search(queries, 10, exclude, nprobe=lower)[0], want) < 0.99 or lower == index.nprobe
+
+
 def test_fewer_items_than_k():
     rng = np.random.default_rng(0)
     items = rng.standard_normal((5, 4)).astype(np.float32)
@@ -100,7 +112,12 @@ def test_service_with_faiss_equals_exact_when_exhaustive(lgcn_run):
     service = approx_app.state.service
     assert service.ann is not None and service.ann.n_items == run.n_items == 1682
     approx = TestClient(approx_app)
-    assert approx.get("/health").json()["index"] == "faiss" and exact.get("/health").json()["index"] == "exact"
+    health = approx.get("/health").json()
+    assert health["index"] == "faiss" and exact.get("/health").json()["index"] == "exact"
+    # nprobe was tuned at load on a sample of the run's own users until recall@10 >= 0.99 there
+    tuned = health["index_tuning"]
+    assert tuned == service.ann.tuned and tuned["recall@10"] >= 0.99 and tuned["tuned_on"] == 256
+    assert 1 <= tuned["nprobe"] <= tuned["nlist"] == service.ann.nlist and "index_tuning" not in exact.get("/health").json()
     seen = run.matrices["seen"]
     users = run.user_ids[::47]
     # default settings: never a seen item, every score the model's own, most of the exact top-10

@@ -1,16 +1,22 @@
 """Top-k item search for ``recommend`` and ``serve``: exact, or an approximate inner-product index (FAISS).
 
 ``--index exact`` (the default) scores every item: one ``(d,) x (d, n_items)`` product and a top-k.
-Its cost grows with the catalogue (about 15–30 ms per request at a million items on this machine).
+Its cost grows with the catalogue (tens of milliseconds per request at a million items here).
 
-``--index faiss`` answers from a FAISS HNSW graph over the run's item vectors with the inner product
-as its metric (``IndexHNSWFlat(d, M=32, METRIC_INNER_PRODUCT)``, ``efConstruction`` 80), built when the
-run is loaded. The vectors are stored uncompressed, so every returned score is the model's exact
-score; only *which* items are returned is approximate. A user's seen items are never returned: the
-search runs with an ``IDSelectorNot(IDSelectorBatch(seen))`` (FAISS skips them while it walks the
-graph), and ``efSearch`` is at least ``ef_search`` (default :data:`DEFAULT_EF_SEARCH`, tuned in
-``benchmarks/bench_ann.py`` for recall@10 ≥ 0.99 against exact search on a synthetic catalogue of a
-million items) and at least ``k + |seen|``, so that excluded items cannot crowd the candidate list.
+``--index faiss`` answers from a FAISS IVF-flat index over the run's item vectors with the inner
+product as its metric (``IndexIVFFlat(IndexFlatIP, d, nlist, METRIC_INNER_PRODUCT)``, spherical
+k-means, ``nlist`` about ``sqrt(n_items)``), built when the run is loaded. A query scans the
+``nprobe`` lists whose centroids score highest. The vectors are stored uncompressed, so every
+returned score is the model's exact score; only *which* items are returned is approximate. A user's
+seen items are never returned: the search runs with an ``IDSelectorNot(IDSelectorBatch(seen))``,
+which FAISS applies while it scans the lists (no over-fetching, no crowding out).
+
+``nprobe`` starts at :data:`DEFAULT_NPROBE` and is **tuned on the run at load**: :data:`TUNE_USERS`
+of its users (their seen items excluded) are searched exactly and with the index, and ``nprobe`` is
+doubled until recall@10 against exact search reaches :data:`TARGET_RECALL` (0.99) on them (or every
+list is scanned, which is exact). ``/health`` reports the result. ``benchmarks/bench_ann.py``
+measures recall on held-out queries, latency, build time and memory at a million items
+(docs/scale.md).
 
 Only models whose scores are dot products of one user and one item vector have such an index
 (:func:`whyrec.export.dot_product_embeddings`); asking for one with another model is an error.
@@ -29,6 +35,9 @@ DEFAULT_NPROBE = 32
 #: k-means of the coarse quantizer: iterations, and at most this many sampled training points per list
 TRAIN_ITERATIONS = 10
 TRAIN_POINTS_PER_LIST = 256
+#: at load, nprobe is raised until recall@10 against exact search reaches this on a sample of the run's users
+TARGET_RECALL = 0.99
+TUNE_USERS = 256
 
 
 def check_index_kind(kind: str, option: str = "--index") -> str:
@@ -82,6 +91,7 @@ class FaissIndex:
         finally:
             faiss.omp_set_num_threads(before)  # serving answers one user at a time
         self._faiss = faiss
+        self.tuned: Optional[dict] = None
 
     def memory_bytes(self) -> int:
         """Bytes of the serialized index (vectors, ids, centroids): about what it holds in memory."""
@@ -123,6 +133,34 @@ class FaissIndex:
             idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)
             scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
         return idx.astype(np.int64), scores
+
+
+    def tune(self, queries: np.ndarray, exclude: Optional[Sequence[np.ndarray]], exact: np.ndarray,
+             target: float = TARGET_RECALL) -> dict:
+        """Raise :attr:`nprobe` (doubling from the current value, then bisecting) until recall@k of
+        ``queries`` against their ``exact`` top-k ``(b, k)`` (item indices, ``-1`` for none) reaches
+        ``target``; returns ``{"nprobe", "recall@k", "tuned_on"}`` (the recall measured on these queries)."""
+        k = exact.shape[1]
+
+        def recall_with(nprobe: int) -> float:
+            return recall_at_k(self.search(queries, k, exclude, nprobe=nprobe)[0], exact)
+
+        low, high = 0, self.nprobe  # low: known to fall short (0: none known); high: being tried
+        recall = recall_with(high)
+        while recall < target and high < self.nlist:  # double until the target is reached
+            low, high = high, min(2 * high, self.nlist)
+            recall = recall_with(high)
+        while low and high - low > max(1, high // 8):  # then bisect down to within 1/8
+            mid = (low + high) // 2
+            r = recall_with(mid)
+            if r >= target:
+                high, recall = mid, r
+            else:
+                low = mid
+        self.nprobe = high
+        self.tuned = {"nprobe": self.nprobe, "nlist": self.nlist, f"recall@{k}": round(recall, 4),
+                      "target": target, "tuned_on": len(queries)}
+        return self.tuned
 
 
 def default_nlist(n_items: int) -> int:
@@ -171,16 +209,29 @@ def check_index_fits(run, kind: str) -> None:
                          f"{reason}")
 
 
-def item_index(run, kind: str):
+def item_index(run, kind: str, tune_users: int = TUNE_USERS, target: float = TARGET_RECALL, seed: int = 0):
     """The index ``kind`` over ``run``'s item vectors: ``None`` for ``exact`` (the callers' own full
-    scoring), a :class:`FaissIndex` for ``faiss`` (the model must score by dot product)."""
+    scoring), a :class:`FaissIndex` for ``faiss`` (the model must score by dot product).
+
+    The index is tuned on the run itself: ``tune_users`` users drawn at random (``seed``), their seen
+    items excluded, are searched exactly and ``nprobe`` is raised until recall@10 reaches ``target``
+    (:meth:`FaissIndex.tune`; the result is ``index.tuned``, reported by ``/health``)."""
     check_index_fits(run, kind)
     if kind == "exact":
         return None
     from ..export import dot_product_embeddings
 
-    _, items = dot_product_embeddings(run)
-    return FaissIndex(items)
+    users, items = dot_product_embeddings(run)
+    index = FaissIndex(items)
+    if tune_users:
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(len(users), min(int(tune_users), len(users)), replace=False))
+        seen = run.matrices["seen"]
+        exclude = [seen.indices[seen.indptr[u]:seen.indptr[u + 1]] for u in sample]
+        exact = np.concatenate([exact_search(items, users[sample[lo:lo + 64]], 10, exclude[lo:lo + 64])[0]
+                                for lo in range(0, len(sample), 64)])
+        index.tune(users[sample], exclude, exact, target)
+    return index
 
 
 __all__ = ["DEFAULT_NPROBE", "FaissIndex", "INDEX_KINDS", "check_index_fits", "check_index_kind", "default_nlist", "exact_search", "item_index",
