@@ -134,12 +134,14 @@ def serve_phase(items, queries_unused, seen_sets, args, out: dict) -> None:
                 if time.perf_counter() - t0 > args.serve_start_timeout:
                     raise RuntimeError(f"whyrec serve --index {kind} did not start in {args.serve_start_timeout}s")
             start_s = time.perf_counter() - t0
+            health = json.loads(urllib.request.urlopen(url, timeout=5).read())
             paths = [f"/users/{int(u)}/recommendations?k=10" for u in rng.integers(0, n_users, args.serve_requests)]
             asyncio.run(load("127.0.0.1", port, paths[:200], args.serve_concurrency))  # warm-up
             res = asyncio.run(load("127.0.0.1", port, paths, args.serve_concurrency))
             with open(f"/proc/{proc.pid}/status") as f:
                 rss = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-            out["serve"][kind] = {"startup_s": round(start_s, 1), "server_rss_mb": round(rss), **res}
+            out["serve"][kind] = {"startup_s": round(start_s, 1), "server_rss_mb": round(rss),
+                                  "index_tuning": health.get("index_tuning"), **res}
             print(kind, json.dumps(out["serve"][kind]), flush=True)
         finally:
             proc.terminate()
