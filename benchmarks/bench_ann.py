@@ -45,7 +45,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def catalogue(n_items: int, n_queries: int, dim: int, clusters: int, seed: int, args_noise: float = 1.0):
+def catalogue(n_items: int, n_queries: int, dim: int, clusters: int, seed: int, noise: float = 1.0):
+    """``(items, queries, rng, centres)``: the seeded catalogue and ``n_queries`` user vectors around
+    the same centres (:func:`users_around`)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
     items = np.empty((n_items, dim), np.float32)
@@ -53,12 +55,16 @@ def catalogue(n_items: int, n_queries: int, dim: int, clusters: int, seed: int, 
     for lo in range(0, n_items, step):
         hi = min(lo + step, n_items)
         c = rng.integers(0, clusters, hi - lo)
-        x = centres[c] + args_noise * rng.standard_normal((hi - lo, dim)).astype(np.float32)
+        x = centres[c] + noise * rng.standard_normal((hi - lo, dim)).astype(np.float32)
         items[lo:hi] = x * rng.lognormal(0.0, 0.25, (hi - lo, 1)).astype(np.float32)
-    a, b = rng.integers(0, clusters, (2, n_queries))
-    w = rng.uniform(0.5, 1.0, (n_queries, 1)).astype(np.float32)
-    queries = (w * centres[a] + (1 - w) * centres[b] + args_noise * rng.standard_normal((n_queries, dim))).astype(np.float32)
-    return items, queries, rng
+    return items, users_around(centres, n_queries, noise, rng), rng, centres
+
+
+def users_around(centres: np.ndarray, n: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """User vectors: a mix of two of the catalogue's centres plus the items' noise."""
+    a, b = rng.integers(0, len(centres), (2, n))
+    w = rng.uniform(0.5, 1.0, (n, 1)).astype(np.float32)
+    return (w * centres[a] + (1 - w) * centres[b] + noise * rng.standard_normal((n, centres.shape[1]))).astype(np.float32)
 
 
 def percentiles(ms: list[float]) -> dict:
@@ -75,7 +81,7 @@ def exact_torch(items_t, q, k, seen):
     return torch.topk(s, k)
 
 
-def serve_phase(items, queries_unused, seen_sets, args, out: dict) -> None:
+def serve_phase(items, centres, seen_sets, args, out: dict) -> None:
     """A run folder with these vectors (an MF model), served with each index; p50/p99 of recommendations."""
     import asyncio
 
@@ -99,7 +105,7 @@ def serve_phase(items, queries_unused, seen_sets, args, out: dict) -> None:
                            items=its.astype(np.int64), ratings=np.ones(len(users), np.float32), explicit=False)
     split = make_split(data, "user-holdout", seed=args.seed)
     model = MF(n_users, len(items), MFConfig(dim=items.shape[1]))
-    _, queries, _ = catalogue(1, n_users, items.shape[1], args.clusters, args.seed + 2, args.noise)
+    queries = users_around(centres, n_users, args.noise, np.random.default_rng(args.seed + 2))
     with torch.no_grad():
         model.user_emb.weight.copy_(torch.from_numpy(queries))
         model.item_emb.weight.copy_(torch.from_numpy(items))
@@ -182,7 +188,7 @@ def main() -> None:
            "items": args.items, "dim": args.dim, "clusters": args.clusters, "noise": args.noise, "queries": args.queries,
            "seen_per_query": args.seen, "k": args.k, "seed": args.seed}
     t = time.perf_counter()
-    items, queries, rng = catalogue(args.items, args.queries, args.dim, args.clusters, args.seed, args.noise)
+    items, queries, rng, centres = catalogue(args.items, args.queries, args.dim, args.clusters, args.seed, args.noise)
     print(f"catalogue {items.shape} in {time.perf_counter() - t:.1f}s, rss {rss_mb():.0f} MB", flush=True)
 
     # seen items: half among each user's exact top 100 (the hard case for a filtered search), half random
@@ -240,7 +246,8 @@ def main() -> None:
         out["faiss"].append(row)
         print("faiss", json.dumps(row), flush=True)
     # what the load-time tuner picks: tuned on 256 other users (drawn the same way), measured on the queries
-    _, tune_q, tune_rng = catalogue(1, 256, args.dim, args.clusters, args.seed + 3, args.noise)
+    tune_rng = np.random.default_rng(args.seed + 3)
+    tune_q = users_around(centres, 256, args.noise, tune_rng)
     tune_ex = [tune_rng.integers(0, args.items, args.seen) for _ in range(256)]
     tune_truth = np.concatenate([exact_search(items, tune_q[lo:lo + 64], args.k, tune_ex[lo:lo + 64])[0]
                                  for lo in range(0, 256, 64)])
@@ -255,7 +262,7 @@ def main() -> None:
     out["load_average_end"] = os.getloadavg()
     if args.serve:
         del index
-        serve_phase(items, queries, seen, args, out)
+        serve_phase(items, centres, seen, args, out)
         out["load_average_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SCALES = {"1M": (25_000, 12_500, 1_000_000), "4M": (100_000, 50_000, 4_000_000),
+SCALES = {"100k": (2_500, 1_250, 100_000), "1M": (25_000, 12_500, 1_000_000), "4M": (100_000, 50_000, 4_000_000),
           "16M": (400_000, 200_000, 16_000_000)}
 FAST = {"batch_size": 65536, "lr": 3e-2, "reg": 1e-4, "positives": "users"}
 
