@@ -53,10 +53,18 @@ def _rows(run: Run, items: np.ndarray, scores: np.ndarray) -> list[dict]:
     return out
 
 
-def recommend_for_user(run: Run, raw_user: str | int, k: int = 10) -> dict:
-    """Top ``k`` items the user has not interacted with (any rating), by the run's model."""
+def recommend_for_user(run: Run, raw_user: str | int, k: int = 10, index=None) -> dict:
+    """Top ``k`` items the user has not interacted with (any rating), by the run's model; with an
+    ``index`` (:func:`whyrec.serve.index.item_index`, ``--index faiss``) searched there instead of
+    scoring every item."""
     u = run.user_index(raw_user)
     with torch.no_grad():
+        if index is not None:
+            users, _ = run.model.embeddings()
+            seen = run.matrices["seen"]
+            found, values = index.search(users[u].detach().float().cpu().numpy(), k,
+                                         [seen.indices[seen.indptr[u]:seen.indptr[u + 1]]])
+            return {"user": int(run.user_ids[u]), "k": k, "recommendations": _rows(run, found[0], values[0])}
         items, scores = top_k_items(run.model.score_users, run.matrices["seen"], k, [u])
     return {"user": int(run.user_ids[u]), "k": k, "recommendations": _rows(run, items[0], scores[0])}
 
@@ -81,14 +89,15 @@ def supports_new_users(model) -> bool:
     return hasattr(model, "fold_in") or hasattr(model, "score_items")
 
 
-def recommend_for_new_user(run: Run, liked: list[str], k: int = 10) -> dict:
+def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) -> dict:
     """Recommendations for a new user from the items they like (seed 003's "Charlie"), no retraining.
 
     LightGCN-type runs fold the user in by the model's own propagation rule
     (:meth:`whyrec.models.LightGCN.fold_in`). Graph filters (:class:`whyrec.models.spectral.
     LinearFilter`) score the liked items as a new interaction row, exactly, and each
     recommendation carries ``because``: every liked item's exact contribution to its score
-    (they sum to the score). The liked items themselves are excluded.
+    (they sum to the score). The liked items themselves are excluded. With an ``index``
+    (``--index faiss``) a folded-in user's vector is searched there instead of scoring every item.
     """
     model = run.model
     if not supports_new_users(model):
@@ -96,12 +105,17 @@ def recommend_for_new_user(run: Run, liked: list[str], k: int = 10) -> dict:
                          f"filter (gf-cf, bspm, cheby-cf); this run is {run.config['model']}")
     items = resolve_items(run, liked)
     with torch.no_grad():
-        if hasattr(model, "score_items"):
-            scores = model.score_items(items).clone()
+        if index is not None and not hasattr(model, "score_items"):
+            vector = model.fold_in(torch.tensor(items)).detach().float().cpu().numpy()
+            found, values = index.search(vector, k, [np.asarray(items, np.int64)])
+            top = torch.return_types.topk((torch.from_numpy(values[0]), torch.from_numpy(found[0])))
         else:
-            scores = model.score_vectors(model.fold_in(torch.tensor(items)).unsqueeze(0))[0]
-    scores[items] = -torch.inf
-    top = torch.topk(scores, min(k, run.n_items))
+            if hasattr(model, "score_items"):
+                scores = model.score_items(items).clone()
+            else:
+                scores = model.score_vectors(model.fold_in(torch.tensor(items)).unsqueeze(0))[0]
+            scores[items] = -torch.inf
+            top = torch.topk(scores, min(k, run.n_items))
     rows = _rows(run, top.indices.numpy(), top.values.numpy())
     if hasattr(model, "history_contributions") and rows:
         contrib = model.history_contributions(items, top.indices[: len(rows)].numpy())  # (|L|, R)

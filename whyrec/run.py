@@ -237,10 +237,12 @@ class Run(UserItemIds):
         return evaluate_ranking(self.model.score_users, self.matrices["train"], target,
                                 ks=(k,) if isinstance(k, int) else tuple(k))
 
-    def recommend(self, user=None, liked=None, k: int = 10):
+    def recommend(self, user=None, liked=None, k: int = 10, index=None):
         """Top ``k`` items for a known ``user`` (raw id; items they interacted with are left out) or for
         a new user who ``liked`` these items (titles, forgivingly matched, or raw ids): a
-        :class:`whyrec.recommend.Recommendations` list (``.item`` raw id, ``.title``, ``.score``)."""
+        :class:`whyrec.recommend.Recommendations` list (``.item`` raw id, ``.title``, ``.score``).
+        ``index``: an approximate item index (:func:`whyrec.serve.index.item_index`) searched instead
+        of scoring every item."""
         from .recommend import Recommendations, recommend_for_new_user, recommend_for_user
 
         if (user is None) == (not liked):
@@ -248,8 +250,8 @@ class Run(UserItemIds):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_items:
             raise ValueError(f"k must be an integer in 1..{self.n_items}, got {k!r}")
         if user is not None:
-            return Recommendations(recommend_for_user(self, user, int(k)))
-        return Recommendations(recommend_for_new_user(self, [str(x) for x in liked], int(k)))
+            return Recommendations(recommend_for_user(self, user, int(k), index=index))
+        return Recommendations(recommend_for_new_user(self, [str(x) for x in liked], int(k), index=index))
 
     def explain(self, user, item=None, method: str = "history", **options):
         """Why ``user`` (raw id) gets ``item`` (raw id or title; default: their first recommendation),

@@ -166,14 +166,19 @@ def recommend(
         None, "--liked", help="A new user's liked item (title, forgivingly matched, or raw id); repeat it."),
     k: int = typer.Option(10, "--k", min=1, max=1000, help="How many items."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    index: str = typer.Option("exact", "--index",
+                              help="exact (score every item) or faiss (an approximate inner-product index over the "
+                                   "item vectors, for large catalogues; seen items still excluded; docs/scale.md)."),
 ) -> None:
     """Top-k unseen items for a user, or for a new user from items they like (no retraining)."""
     from ..run import load_run
+    from ..serve.index import check_index_kind, item_index
 
     if (user is None) == (not liked):
         raise ValueError("give either --user RAW_ID or one or more --liked ITEM")
+    check_index_kind(index)
     run = load_run(run_dir)
-    result = run.recommend(user=user, liked=liked, k=min(k, run.n_items)).to_dict()
+    result = run.recommend(user=user, liked=liked, k=min(k, run.n_items), index=item_index(run, index)).to_dict()
     if liked:
         echo_notes(run.titles().duplicates(liked))
     if as_json:

@@ -44,6 +44,10 @@ def serve(
                                 help="torch threads per server process. Requests are small (one user's scores, one "
                                      "explanation): one thread avoids thread spin-up and OpenMP waits on a busy "
                                      "machine; use --workers to use more cores."),
+    index: str = typer.Option("exact", "--index",
+                              help="exact (score every item) or faiss (an approximate inner-product index over the "
+                                   "item vectors, built at start-up, for large catalogues; seen items still excluded; "
+                                   "see docs/scale.md)."),
 ) -> None:
     """Serve recommendations and explanations over HTTP, with a web page at /."""
     try:
@@ -55,6 +59,9 @@ def serve(
     import math
     import os
 
+    from ..serve.index import check_index_kind
+
+    check_index_kind(index)
     if not math.isfinite(deadline):
         raise ValueError(f"--deadline must be a finite number of seconds, got {deadline}")
     if not _is_loopback(host) and not api_key:
@@ -63,26 +70,31 @@ def serve(
     import torch
 
     from ..run import load_run
-    from ..serve.app import API_KEY_ENV, DEADLINE_ENV, MAX_BODY_ENV, MAX_QUEUE_ENV, RUN_ENV
+    from ..serve.app import API_KEY_ENV, DEADLINE_ENV, INDEX_ENV, MAX_BODY_ENV, MAX_QUEUE_ENV, RUN_ENV
     from ..serve.protocol import json_http_protocol
 
     torch.set_num_threads(threads)  # worker processes inherit it through the environment below
     os.environ["OMP_NUM_THREADS"] = str(threads)
     run = load_run(run_dir)  # bad folders fail here, with one line
+    from ..serve.index import check_index_fits
+
+    check_index_fits(run, index)  # a model without item vectors fails here, with one line
     typer.echo(f"whyrec serve: {run.config['model']} on {run.config['dataset']} "
                f"({run.n_users:,} users, {run.n_items:,} items) at http://{host}:{port}/"
-               + (f" ({workers} workers)" if workers > 1 else ""), err=True)
+               + (f" ({workers} workers)" if workers > 1 else "") + (f", --index {index}" if index != "exact" else ""),
+               err=True)
     options = {"host": host, "port": port, "log_level": "warning", "access_log": access_log,
                "http": json_http_protocol()}
     if workers == 1:
         uvicorn.run(create_app(run, max_body_bytes=max_body, api_key=api_key or None, max_queue=max_queue or None,
-                               deadline=deadline or None), **options)
+                               deadline=deadline or None, index=index), **options)
     else:  # worker processes import the app from a factory, which reads the run folder from the environment
         del run
         os.environ[RUN_ENV] = str(Path(run_dir).resolve())
         os.environ[MAX_BODY_ENV] = str(max_body)
         os.environ[MAX_QUEUE_ENV] = str(max_queue)
         os.environ[DEADLINE_ENV] = str(deadline)
+        os.environ[INDEX_ENV] = index
         if api_key:
             os.environ[API_KEY_ENV] = api_key
         uvicorn.run("whyrec.serve.app:app_from_env", factory=True, workers=workers, **options)

@@ -292,6 +292,9 @@ class Health(BaseModel):
     explain_methods: list[str] = Field(description="methods the run's model supports")
     available_methods: list[str] = Field(description="supported methods whose module is installed")
     new_users: bool = Field(description="whether POST /recommendations (fold-in) works for this model")
+    index: str = Field("exact", description="how recommendations are searched: exact, or faiss (approximate)")
+    index_tuning: Optional[dict] = Field(None, description="--index faiss: nprobe chosen at load and the recall@10 "
+                                                           "against exact search it reached on a sample of users")
 
 
 class Error(BaseModel):
@@ -314,8 +317,11 @@ class Service:
     """A loaded run plus what the endpoints need precomputed."""
 
     def __init__(self, run, explain_cache: int = 512, explain_concurrency: Optional[int] = None,
-                 max_queue: Optional[int] = 32, deadline: Optional[float] = 0.5):
+                 max_queue: Optional[int] = 32, deadline: Optional[float] = 0.5, index: str = "exact"):
         from ..models.base import Recommender
+        from .index import check_index_kind, item_index
+
+        self.index_kind = check_index_kind(index)
 
         self.run = run
         model = run.model
@@ -337,6 +343,8 @@ class Service:
             with torch.inference_mode():
                 self.S = torch.cat([model.score_users(torch.arange(lo, min(lo + 256, run.n_users))).float()
                                     for lo in range(0, run.n_users, 256)]).contiguous()
+        #: ``--index faiss``: an approximate inner-product index over the item vectors (None: exact)
+        self.ann = item_index(run, index) if index != "exact" else None
         from ..recommend import supports_new_users
 
         self.new_users = supports_new_users(model)
@@ -402,10 +410,14 @@ class Service:
         if self.U is None and self.S is None:  # too large to precompute: the model's own scorer
             out = recommend_for_user(run, raw_user, k)
         else:
-            with torch.inference_mode():
-                scores = self.U[u] @ self.IT if self.U is not None else self.S[u].clone()
-                scores.index_fill_(0, self.seen_t[lo:hi], -math.inf)
-                values, indices = torch.topk(scores, min(k, self.n_items))
+            if self.ann is not None:  # --index faiss: the seen items are excluded inside the search
+                found, found_scores = self.ann.search(self.U[u].numpy(), k, [self.seen_indices[lo:hi]])
+                indices, values = found[0], found_scores[0]
+            else:
+                with torch.inference_mode():
+                    scores = self.U[u] @ self.IT if self.U is not None else self.S[u].clone()
+                    scores.index_fill_(0, self.seen_t[lo:hi], -math.inf)
+                    values, indices = torch.topk(scores, min(k, self.n_items))
             meta = self.item_meta
             recs = []
             for rank, (i, v) in enumerate(zip(indices.tolist(), values.tolist()), start=1):
@@ -422,7 +434,7 @@ class Service:
         from ..recommend import recommend_for_new_user
 
         run = self.run
-        out = recommend_for_new_user(run, [str(x) for x in liked], k)
+        out = recommend_for_new_user(run, [str(x) for x in liked], k, index=self.ann)
         out["notes"] = run.titles().duplicates([str(x) for x in liked])
         items = [self.run.item_lookup[r] for r in out["liked_ids"]]
         out["profile"] = self.profile(np.asarray(items, dtype=np.int64))
@@ -627,7 +639,7 @@ def _message(err: Exception) -> str:
 # ----------------------------------------------------------------------------------------------- #
 def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: int = 512,
                fast_path: bool = True, api_key: Optional[str] = None, max_queue: Optional[int] = 32,
-               deadline: Optional[float] = 0.5) -> FastAPI:
+               deadline: Optional[float] = 0.5, index: str = "exact") -> FastAPI:
     """The ASGI app serving ``run`` (a run folder path or a loaded :class:`~whyrec.run.Run`).
 
     ``max_body_bytes``: the largest accepted request body (413 beyond); ``explain_cache``: how many
@@ -635,13 +647,18 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
     ``GET /users/{id}/recommendations`` requests in an ASGI layer in front of FastAPI (same bodies);
     ``api_key``: required on every path but ``/health`` and the page (401 without it);
     ``max_queue``: explanations waiting or running at most (a fast 503 with ``Retry-After`` beyond);
-    ``deadline``: seconds an explanation may wait before it is answered 503 instead.
+    ``deadline``: seconds an explanation may wait before it is answered 503 instead;
+    ``index``: ``exact`` (score every item) or ``faiss`` (an approximate inner-product index over the
+    item vectors, :mod:`whyrec.serve.index`) for the recommendations.
     """
+    from .index import check_index_kind
+
+    check_index_kind(index)
     if isinstance(run, (str, Path)):
         from ..run import load_run
 
         run = load_run(run)
-    service = Service(run, explain_cache=explain_cache, max_queue=max_queue, deadline=deadline)
+    service = Service(run, explain_cache=explain_cache, max_queue=max_queue, deadline=deadline, index=index)
     app = FastAPI(
         title="whyrec",
         version="0.1.0",
@@ -677,7 +694,8 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
             "n_users": run.n_users, "n_items": run.n_items,
             "user_id_range": [int(ids.min()), int(ids.max())], "example_users": [int(x) for x in ids[:5]],
             "explain_methods": list(supported_methods(run)), "available_methods": list(available_methods(run)),
-            "new_users": service.new_users,
+            "new_users": service.new_users, "index": service.index_kind,
+            **({"index_tuning": service.ann.tuned} if service.ann is not None and service.ann.tuned else {}),
             "load": {"explanations_queued": service.explain_queue.pending, "shed": service.explain_queue.shed,
                      "deadline_expired": service.explain_queue.expired,
                      "max_queue": service.explain_queue.max_pending, "deadline_s": service.explain_queue.deadline},
@@ -754,6 +772,7 @@ RUN_ENV = "WHYREC_SERVE_RUN"
 MAX_BODY_ENV = "WHYREC_SERVE_MAX_BODY"
 MAX_QUEUE_ENV = "WHYREC_SERVE_MAX_QUEUE"
 DEADLINE_ENV = "WHYREC_SERVE_DEADLINE"
+INDEX_ENV = "WHYREC_SERVE_INDEX"
 
 
 def _finite(obj):
@@ -778,7 +797,8 @@ def app_from_env() -> FastAPI:
     return create_app(os.environ[RUN_ENV], max_body_bytes=int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)),
                       api_key=os.environ.get(API_KEY_ENV) or None,
                       max_queue=int(queue_env) if int(queue_env) > 0 else None,
-                      deadline=float(deadline_env) if float(deadline_env) > 0 else None)
+                      deadline=float(deadline_env) if float(deadline_env) > 0 else None,
+                      index=os.environ.get(INDEX_ENV, "exact"))
 
 
 @contextmanager
