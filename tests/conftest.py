@@ -77,3 +77,33 @@ def tiny_run(tmp_path_factory) -> Path:
                                       "--no-progress", "--threads", "1"])
     assert result.exit_code == 0, result.output
     return out
+
+
+def cli_ok(args):
+    """Run the CLI in-process; it must succeed."""
+    from typer.testing import CliRunner
+
+    from whyrec.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+    return result
+
+
+def cli_fails(args, *needles, single: bool = True) -> str:
+    """Run the CLI in-process; it must end in one ``error: …`` line (the only line on stderr unless
+    ``single=False``, which allows ``note:`` lines before it) holding every needle, status 1."""
+    from typer.testing import CliRunner
+
+    from whyrec.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    if single:
+        assert len(lines) == 1, result.stderr
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in lines[-1], lines[-1]
+    return lines[-1]

@@ -8,31 +8,13 @@ import json
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
-from conftest import dataset_dir
-from whyrec.cli import app
+from conftest import cli_fails as fails, cli_ok as ok, dataset_dir
 from whyrec.serve.index import FaissIndex, default_nlist, exact_search, recall_at_k
 
-runner = CliRunner()
 ML100K = str(dataset_dir("ml-100k"))
 
 
-def ok(args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
-    return result
-
-
-def fails(args, *needles):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

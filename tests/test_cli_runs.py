@@ -9,28 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import dataset_dir
+from conftest import cli_fails, cli_ok as ok, dataset_dir
 from whyrec.cli import app
 
 runner = CliRunner()
 ML100K = str(dataset_dir("ml-100k"))
 
 
-def ok(args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
-    return result
-
-
 def fails(args, *needles):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in lines[-1], lines[-1]
-    return lines[-1]
+    return cli_fails(args, *needles, single=False)
 
 
 @pytest.fixture(scope="module")
