@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -46,11 +48,12 @@ def main() -> None:
     p.add_argument("--valid-ratio", type=float, default=0.1)
     p.add_argument("--select-users", type=int, default=3000)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--grid", type=json.loads, help='a JSON grid instead of the default, e.g. {"order": [8, 12]}')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("gowalla", args.data_dir)
     recipe = get_recipe(args.model)
-    grid = GRIDS[args.model]
+    grid = args.grid or GRIDS[args.model]
     load0 = os.getloadavg()[0]
 
     # 1. select on validation carved from the training set
@@ -80,7 +83,7 @@ def main() -> None:
           f"(fit {fit_s:.0f} s, eval {eval_s:.0f} s)", flush=True)
     out = ROOT / "benchmarks" / "results" / f"gowalla_tune_{args.model}.json"
     out.write_text(json.dumps({
-        "command": f"python benchmarks/gowalla_filters_tune.py --model {args.model} --data-dir {args.data_dir}",
+        "command": "python benchmarks/gowalla_filters_tune.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "protocol": f"select on {args.valid_ratio:.0%} of each user's training (≤ {args.select_users} validation "
                     "users), refit on the whole official training, evaluate once on test",
         "grid": grid, "selection": sel, "chosen": chosen, "test": metrics, "fit_seconds": round(fit_s, 1),
