@@ -43,7 +43,9 @@ def faithfulness(
                                     "metrics deletion, insertion, knockout, fidelity, flip (comma-separated)."),
     max_remove: int = typer.Option(10, "--max-remove", help="Curves: history items removed / kept, m = 1..M."),
     k: str = typer.Option("1,10", "--k", help="Curves: knock-out / flip / fidelity thresholds K (top K)."),
-    fidelity_m: int = typer.Option(5, "--fidelity-m", help="Curves: size of the explanation for fidelity+/-."),
+    fidelity_m: Optional[int] = typer.Option(None, "--fidelity-m",
+                                             help="Curves: size of the explanation for fidelity+/- (default: "
+                                                  "min(5, --max-remove))."),
     max_size: int = typer.Option(20, "--max-size", help="Curves: most removals searched for the flip."),
     n_users: Optional[int] = typer.Option(None, "--users", help="Curves: only the first N eligible test users."),
     progress: bool = progress_option(),
@@ -65,7 +67,8 @@ def faithfulness(
     if len(set(metrics)) != len(metrics):
         raise ValueError(f"--metric names a metric twice: {metric}")
     ks = _parse_counts(k, "--k")
-    for name, v in (("--max-remove", max_remove), ("--fidelity-m", fidelity_m), ("--max-size", max_size),
+    for name, v in (("--max-remove", max_remove), ("--fidelity-m", 1 if fidelity_m is None else fidelity_m),
+                    ("--max-size", max_size),
                     ("--users", 1 if n_users is None else n_users)):
         if v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v}")

@@ -312,7 +312,8 @@ def _order(fn, run, u: int, t: int, hist: np.ndarray, rng) -> np.ndarray:
     return h[np.lexsort((h, -score))]
 
 
-def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity_m: int = 5, flip_max: int = 20,
+def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity_m: Optional[int] = None,
+                    flip_max: int = 20,
                     users=None, n_users: Optional[int] = None, seed: int = 2020, progress: bool = False) -> dict:
     """Per-recommendation faithfulness of ``method`` (module docstring of :mod:`whyrec.explain.faithfulness`
     for the re-scoring; ``docs/explanations.md`` for the definitions).
@@ -327,7 +328,7 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
       ``deletion_area`` is the mean over ``m = 1..max_remove`` of ``s_m / s₀`` (lower = more faithful);
     * **insertion**: only ``order[:m]`` kept, ``m = 1..max_remove``; ``insertion_area`` the mean of
       ``s_m / s₀`` (higher = more faithful);
-    * **fidelity** at ``m = fidelity_m`` (PyG's definitions, for ``t``'s score and for the decision
+    * **fidelity** at ``m = fidelity_m`` (default ``min(5, max_remove)``; PyG's definitions, for ``t``'s score and for the decision
       "``t`` is in the top ``K``"): ``fidelity_plus = (s₀ − s_del) / |s₀|``, ``fidelity_minus =
       (s₀ − s_ins) / |s₀|`` and, per ``K``, ``fidelity_plus@K`` = share of users whose ``t`` leaves the top ``K``
       when the explanation is removed, ``fidelity_minus@K`` = share whose ``t`` is not in the top ``K`` when only
@@ -339,6 +340,8 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
 
     Returns summaries and ``per_user`` rows (``user``, ``item``, ``n_history``, ``deletion_rank``,
     ``deletion_score``, ``insertion_rank``, ``insertion_score``, ``flip``) for paired tests."""
+    if fidelity_m is None and isinstance(max_remove, (int, np.integer)) and not isinstance(max_remove, bool):
+        fidelity_m = min(5, max_remove)
     for name, v in (("--max-remove", max_remove), ("--fidelity-m", fidelity_m), ("--max-size", flip_max)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
