@@ -47,7 +47,8 @@ def faithfulness(
                                              help="Curves: size of the explanation for fidelity+/- (default: "
                                                   "min(5, --max-remove))."),
     max_size: int = typer.Option(20, "--max-size", help="Curves: most removals searched for the flip."),
-    n_users: Optional[int] = typer.Option(None, "--users", help="Curves: only the first N eligible test users."),
+    n_users: Optional[int] = typer.Option(None, "--users", help="Only the first N eligible test users (curves: "
+                                                                         "more than --max-remove history items; shift: any)."),
     progress: bool = progress_option(),
 ) -> None:
     """Remove each test user's m most important history items (by --method), re-score without
@@ -85,9 +86,16 @@ def faithfulness(
     if figure is not None and figure.exists() and figure.is_dir():
         raise ValueError(f"--figure {figure} is a folder; give a file name such as faithfulness.png")
     run = load_run(run_dir)
+    shift_users = None
+    if n_users is not None:  # the first N test users with a history (the curves take the first N eligible ones)
+        import numpy as np
+
+        tr, te = run.matrices["train"], run.matrices["test"]
+        shift_users = np.flatnonzero((np.diff(te.indptr) > 0) & (np.diff(tr.indptr) > 0))[:n_users]
     curves = [m for m in metrics if m != "shift"]
     if not curves:  # the seed's yardstick alone: today's output
-        results = [evaluate_faithfulness(run, m, counts, runs=runs, seed=seed, progress=progress) for m in methods]
+        results = [evaluate_faithfulness(run, m, counts, runs=runs, seed=seed, users=shift_users, progress=progress)
+                   for m in methods]
         render, draw = render_text, plot_many
     else:
         results = []
@@ -96,7 +104,8 @@ def faithfulness(
                                   n_users=n_users, seed=seed, progress=progress)
             res["metrics"] = curves
             if "shift" in metrics:
-                res["shift"] = evaluate_faithfulness(run, m, counts, runs=runs, seed=seed, progress=progress)
+                res["shift"] = evaluate_faithfulness(run, m, counts, runs=runs, seed=seed, users=shift_users,
+                                                     progress=progress)
             results.append(res)
         rand = next((r for r in results if r["method"] == "random"), None)
         if rand is not None:
