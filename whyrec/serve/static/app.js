@@ -233,7 +233,7 @@ const METHOD_TITLES = {
   features: "Feature attributions (Integrated Gradients)",
   concepts: "Your genre sensitivities next to your real genre history",
   intrinsic: "The model's own importances",
-  counterfactual: "Without which it would leave your top 10",
+  counterfactual: "What would take it out of your top 10",
 };
 // query options per method (the counterfactual asks about the whole list shown, the top 10)
 const METHOD_OPTIONS = { counterfactual: "&k=10" };
