@@ -180,7 +180,10 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "counterfactual_ml100k.json"))
     args = p.parse_args()
     given = dict(kv.split("=", 1) for kv in args.run)
-    results = []
+    path = Path(args.out)
+    out = {"dataset": "ml-100k", "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+                                            "(shared)", "python": platform.python_version(),
+           "command": "python benchmarks/bench_counterfactual.py " + " ".join(sys.argv[1:]), "results": []}
     with tempfile.TemporaryDirectory(prefix="whyrec-cf-") as tmp:
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             run_dir = Path(given[model]) if model in given else Path(tmp) / model
@@ -191,24 +194,20 @@ def main() -> None:
             res = bench(model, run_dir, args)
             res["seconds_total"] = time.perf_counter() - t0
             res["seconds_train"] = fit
+            res["command"] = out["command"]
             if model not in given:
                 res["run"] = f"trained by this script: whyrec train --dataset ml-100k --model {model} --seed {args.seed}"
-            results.append(res)
             print(table([res]), flush=True)
-    out = {"dataset": "ml-100k", "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-                                            "(shared)", "python": platform.python_version(),
-           "command": "python benchmarks/bench_counterfactual.py " + " ".join(sys.argv[1:]), "results": results}
-    old = {}
-    path = Path(args.out)
-    if path.exists():  # keep other models' results from earlier runs
-        try:
-            old = {r["model"]: r for r in json.loads(path.read_text())["results"]}
-        except (ValueError, KeyError):
             old = {}
-    old.update({r["model"]: r for r in results})
-    out["results"] = list(old.values())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=lambda o: str(o)).replace("Infinity", '"inf"'))
+            if path.exists():  # keep other models' results from earlier runs; written after every model
+                try:
+                    old = {r["model"]: r for r in json.loads(path.read_text())["results"]}
+                except (ValueError, KeyError):
+                    old = {}
+            old[model] = res
+            out["results"] = list(old.values())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(out, indent=1, default=lambda o: str(o)).replace("Infinity", '"inf"').replace("NaN", "null"))
     print(table(out["results"]))
 
 
