@@ -190,3 +190,48 @@ def test_bad_input(runs, tmp_path):
     msg = one_error(runner.invoke(app, ["train", "--dataset", "gowalla", "--data-dir", str(g), "--model", "resolved",
                                         "--out", str(tmp_path / "r"), "--eval-on-test", "--no-progress"]))
     assert "neither a knowledge graph nor item attributes" in msg
+
+
+def test_metric_shift_alone_is_todays_output(runs):
+    args = ["--method", "intrinsic,random", "--remove", "1,2", "--runs", "2", "--no-progress"]
+    assert faithfulness_json(runs["resolved"], *args, "--metric", "shift") == faithfulness_json(runs["resolved"], *args)
+
+
+def test_curves_on_a_resolved_run(runs, tmp_path):
+    """Per-recommendation curves through the re-encoding path; the counterfactual order starts with its
+    verified set, so it flips every user it found a set for within that set's size."""
+    fig = tmp_path / "curves.png"
+    out = faithfulness_json(runs["resolved"], "--method", "counterfactual,random", "--metric",
+                            "deletion,insertion,knockout,fidelity,flip,shift", "--max-remove", "3", "--k", "1,10",
+                            "--users", "8", "--remove", "1", "--runs", "1", "--figure", str(fig), "--no-progress")
+    assert fig.stat().st_size > 1000
+    cf, rnd = out["methods"]
+    assert cf["method"] == "counterfactual" and cf["n_users"] == rnd["n_users"] == 8
+    assert cf["shift"]["results"][0]["removed"] == 1  # the seed's column is kept
+    assert 0 <= cf["vs_random"]["p_value"] <= 1 and "vs_random" not in rnd
+    for res in (cf, rnd):
+        assert len(res["deletion"]["score"]) == len(res["knockout"]["1"]) == 3
+        assert all(0.0 <= v <= 1.0 for v in res["knockout"]["1"] + res["knockout"]["10"])
+        for u in res["per_user"]:
+            assert len(u["insertion_rank"]) == 3 and u["deletion_rank"][0] >= 1
+    from whyrec.explain.counterfactual import counterfactual_set
+
+    run = load_run(runs["resolved"])
+    found = 0
+    for u in cf["per_user"]:
+        ui, t = run.user_index(u["user"]), run.item_lookup[u["item"]]
+        res = counterfactual_set(run, ui, t, k=1, mask=run.matrices["train"][ui].indices)
+        if res["found"]:
+            found += 1
+            assert u["flip"]["1"] is not None and u["flip"]["1"] <= res["size"]
+    assert found >= 4
+
+
+def test_curve_bad_input(runs):
+    for args, needle in [(["--metric", "bogus"], "unknown --metric 'bogus'"),
+                         (["--metric", "shift,shift"], "twice"),
+                         (["--metric", "deletion", "--max-remove", "3", "--fidelity-m", "4"], "larger than"),
+                         (["--metric", "deletion", "--k", "0"], "--k expects positive integers"),
+                         (["--metric", "deletion", "--max-remove", "5000"], "no test user has more than")]:
+        msg = one_error(runner.invoke(app, ["faithfulness", str(runs["resolved"]), "--method", "random", *args]))
+        assert needle in msg, msg

@@ -29,6 +29,11 @@ def explain(
     compare_items: Optional[list[str]] = typer.Option(
         None, "--compare-items", help="Several items (ids or titles) to compare one feature across (repeatable)."),
     genre: Optional[str] = typer.Option(None, "--genre", help="The feature/genre to compare across --compare-items."),
+    k: Optional[int] = typer.Option(
+        None, "--k", min=1, help="counterfactual: take the item out of the top K (default 1: out of first place)."),
+    max_size: Optional[int] = typer.Option(
+        None, "--max-size", min=1, help="counterfactual: the largest removal set searched (default 20)."),
+    beam: Optional[int] = typer.Option(None, "--beam", min=1, help="counterfactual: beam width (default 1: greedy)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Write a figure (PNG/SVG/PDF) here."),
 ) -> None:
@@ -38,13 +43,17 @@ def explain(
 
     if method not in METHODS:  # before any work: a typo is not a question for the run
         raise ValueError(f"unknown --method {method!r}; known methods: {', '.join(METHODS)}")
+    cf_options = {name: v for name, v in (("k", k), ("max_size", max_size), ("beam", beam)) if v is not None}
+    if cf_options and method != "counterfactual":
+        flags = ", ".join("--" + name.replace("_", "-") for name in cf_options)
+        raise ValueError(f"{flags} only apply to --method counterfactual")
     run = load_run(run_dir)
     module = explanation_module(run, method, option="--method")
     u = run.user_index(user)
     i = run.titles().resolve(item) if item is not None else None
     compare = [run.titles().resolve(c) for c in compare_items] if compare_items else None
     result = module.explain_run(run, u, i, steps=steps, baseline=baseline, top=top, compare_items=compare,
-                                genre=genre)
+                                genre=genre, **cf_options)
     if figure is not None:
         if figure.exists() and figure.is_dir():
             raise ValueError(f"--figure {figure} is a folder; give a file name such as why.png")

@@ -23,6 +23,7 @@ METHODS: dict[str, str] = {
     "concepts": "whyrec.explain.concepts",   # concept activation vectors for genres (seed 004)
     "intrinsic": "whyrec.explain.intrinsic", # the disentangled model's own importances (seed 002)
     "paths": "whyrec.explain.paths",         # post-hoc path weights to the item (stands in for SEP)
+    "counterfactual": "whyrec.explain.counterfactual",  # the smallest history set whose removal drops the item
 }
 
 

@@ -61,15 +61,17 @@ import scipy.sparse as sp
 import torch
 
 __all__ = ["IMPORTANCE_FUNCTIONS", "importance_function", "rescore", "evaluate_faithfulness",
-           "render_text", "plot", "plot_many", "METHODS"]
+           "render_text", "plot", "plot_many", "METHODS", "CURVE_METRICS", "METRICS", "evaluate_curves",
+           "render_curves", "plot_curves", "paired_test"]
 
 #: explainer name -> "module:function" with ``importances(run, user_idx, item_idx) -> {j: score}``
 IMPORTANCE_FUNCTIONS: dict[str, str] = {
     "intrinsic": "whyrec.explain.intrinsic:importances",
     "paths": "whyrec.explain.paths:importances",
     "history": "whyrec.explain.history:importances",
+    "counterfactual": "whyrec.explain.counterfactual:importances",
 }
-METHODS = ("intrinsic", "random", "paths", "history")
+METHODS = ("intrinsic", "random", "paths", "history", "counterfactual")
 K = 10
 
 
@@ -289,3 +291,230 @@ def plot_many(results: list[dict], path, title: str = "") -> None:
 
 def plot(result: dict, path) -> None:
     plot_many([result], path)
+
+
+# ---------------------------------------------------------------------------------------------- #
+# per recommendation: deletion / insertion curves, fidelity, knock-out, flip size
+# ---------------------------------------------------------------------------------------------- #
+#: metrics of :func:`evaluate_curves`; ``shift`` is the seed's recall shift above (:func:`evaluate_faithfulness`)
+CURVE_METRICS = ("deletion", "insertion", "knockout", "fidelity", "flip")
+METRICS = (*CURVE_METRICS, "shift")
+
+
+def _order(fn, run, u: int, t: int, hist: np.ndarray, rng) -> np.ndarray:
+    """The user's history, most important first by ``fn`` (``None``: a uniform random permutation);
+    ties broken by item index."""
+    h = np.sort(hist)
+    if fn is None:
+        return rng.permutation(h)
+    imp = fn(run, int(u), int(t))
+    score = np.array([float(imp.get(int(j), 0.0)) for j in h])
+    return h[np.lexsort((h, -score))]
+
+
+def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity_m: Optional[int] = None,
+                    flip_max: int = 20,
+                    users=None, n_users: Optional[int] = None, seed: int = 2020, progress: bool = False) -> dict:
+    """Per-recommendation faithfulness of ``method`` (module docstring of :mod:`whyrec.explain.faithfulness`
+    for the re-scoring; ``docs/explanations.md`` for the definitions).
+
+    For each explained user ``u`` (test users with more than ``max_remove`` history items, or ``users``;
+    the first ``n_users`` of them) and ``t`` = their top-1 item (training items masked, scored through
+    :func:`rescore` with the full history), the explainer orders the history (``order``) and the model
+    re-scores, exactly:
+
+    * **deletion**: the history without ``order[:m]``, ``m = 1..max(max_remove, flip_max)`` (at most
+      ``|H| − 1``): ``t``'s rank and its score relative to the full-history score ``s₀``; the
+      ``deletion_area`` is the mean over ``m = 1..max_remove`` of ``s_m / s₀`` (lower = more faithful);
+    * **insertion**: only ``order[:m]`` kept, ``m = 1..max_remove``; ``insertion_area`` the mean of
+      ``s_m / s₀`` (higher = more faithful);
+    * **fidelity** at ``m = fidelity_m`` (default ``min(5, max_remove)``; PyG's definitions, for ``t``'s score and for the decision
+      "``t`` is in the top ``K``"): ``fidelity_plus = (s₀ − s_del) / |s₀|``, ``fidelity_minus =
+      (s₀ − s_ins) / |s₀|`` and, per ``K``, ``fidelity_plus@K`` = share of users whose ``t`` leaves the top ``K``
+      when the explanation is removed, ``fidelity_minus@K`` = share whose ``t`` is not in the top ``K`` when only
+      the explanation is kept;
+    * **knockout@K** per ``m``: the share of users whose ``t`` is out of the top ``K`` after ``m`` removals;
+    * **flip@K**: per user the fewest removals, in the explainer's order, after which ``t`` is out of the
+      top ``K`` (none within ``flip_max``: not flipped); the summary gives the share flipped and the median
+      size over the flipped users. For ``counterfactual`` the order starts with its verified set.
+
+    Returns summaries and ``per_user`` rows (``user``, ``item``, ``n_history``, ``deletion_rank``,
+    ``deletion_score``, ``insertion_rank``, ``insertion_score``, ``flip``) for paired tests."""
+    if fidelity_m is None and isinstance(max_remove, (int, np.integer)) and not isinstance(max_remove, bool):
+        fidelity_m = min(5, max_remove)
+    for name, v in (("--max-remove", max_remove), ("--fidelity-m", fidelity_m), ("--max-size", flip_max)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"--k takes positive integers, got {ks}")
+    if fidelity_m > max_remove:
+        raise ValueError(f"--fidelity-m {fidelity_m} is larger than --max-remove {max_remove}")
+    fn = importance_function(method)
+    train, test = run.matrices["train"], run.matrices["test"]
+    if users is None:
+        users = np.flatnonzero((np.diff(test.indptr) > 0) & (np.diff(train.indptr) > max_remove))
+    users = np.asarray(users, np.int64)
+    users = users[np.diff(train.indptr)[users] > max_remove]
+    if n_users is not None:
+        users = users[: int(n_users)]
+    if len(users) == 0:
+        raise ValueError(f"no test user has more than --max-remove {max_remove} history items")
+    from .counterfactual import margins, ranks
+
+    M, F = int(max_remove), max(int(max_remove), int(flip_max))
+    rng = np.random.default_rng(seed)
+    rows = []
+    it = range(len(users))
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc=f"curves ({method})", unit="user")
+    for r in it:
+        u = int(users[r])
+        hist = train.indices[train.indptr[u]:train.indptr[u + 1]].astype(np.int64)
+        with torch.no_grad():
+            full = rescore(run, np.array([u]), _rows([hist], run.n_items)).double().numpy()[0]
+        masked = full.copy()
+        masked[hist] = -np.inf
+        t = int(np.argmax(masked))
+        order = _order(fn, run, u, t, hist, rng)
+        n_del = min(F, len(hist) - 1)
+        lists = [order[m:] for m in range(1, n_del + 1)] + [order[:m] for m in range(1, M + 1)]
+        with torch.no_grad():
+            sc = rescore(run, np.full(len(lists), u), _rows(lists, run.n_items)).double().numpy()
+        rk = ranks(sc, t, hist)
+        s0 = float(full[t])
+        norm = abs(s0) if s0 != 0 else 1.0
+        d_rank, d_score = rk[:n_del].tolist(), (sc[:n_del, t] / norm).tolist()
+        i_rank, i_score = rk[n_del:].tolist(), (sc[n_del:, t] / norm).tolist()
+        flip = {}
+        for k in ks:
+            out = np.flatnonzero(np.asarray(d_rank) > k)
+            flip[k] = int(out[0]) + 1 if len(out) else None
+        rows.append({"user": int(run.user_ids[u]) if hasattr(run, "user_ids") else u, "item":
+                     int(run.item_ids[t]) if hasattr(run, "item_ids") else t, "n_history": int(len(hist)),
+                     "score": s0, "deletion_rank": d_rank, "deletion_score": d_score, "insertion_rank": i_rank,
+                     "insertion_score": i_score, "flip": {str(k): v for k, v in flip.items()}})
+    n = len(rows)
+    d_score = np.array([x["deletion_score"][:M] for x in rows])
+    d_rank = np.array([x["deletion_rank"][:M] for x in rows])
+    i_score = np.array([x["insertion_score"] for x in rows])
+    i_rank = np.array([x["insertion_rank"] for x in rows])
+    del_area, ins_area = d_score.mean(1), i_score.mean(1)
+    for x, a, b in zip(rows, del_area, ins_area):
+        x["deletion_area"], x["insertion_area"] = float(a), float(b)
+    f = fidelity_m - 1
+    sgn = np.sign([x["score"] for x in rows])  # (s0 - s) / |s0| = sign(s0) - s / |s0|
+    fidelity = {"m": fidelity_m, "fidelity_plus": float(np.mean(sgn - d_score[:, f])),
+                "fidelity_minus": float(np.mean(sgn - i_score[:, f]))}
+    for k in ks:
+        fidelity[f"fidelity_plus@{k}"] = float(np.mean(d_rank[:, f] > k))
+        fidelity[f"fidelity_minus@{k}"] = float(np.mean(i_rank[:, f] > k))
+    flips = {}
+    for k in ks:
+        sizes = [x["flip"][str(k)] for x in rows if x["flip"][str(k)] is not None]
+        flips[str(k)] = {"flipped": float(len(sizes) / n), "median": float(np.median(sizes)) if sizes else None,
+                         "n_flipped": len(sizes)}
+    return {"method": method, "run": str(getattr(run, "path", "")), "model": run.config.get("model"),
+            "metric": "curves", "n_users": n, "max_remove": M, "flip_max": F, "ks": ks, "seed": seed,
+            "deletion": {"score": d_score.mean(0).tolist(), "rank_median": np.median(d_rank, 0).tolist(),
+                         "area": float(del_area.mean()), "area_std": float(del_area.std())},
+            "insertion": {"score": i_score.mean(0).tolist(), "rank_median": np.median(i_rank, 0).tolist(),
+                          "area": float(ins_area.mean()), "area_std": float(ins_area.std())},
+            "knockout": {str(k): np.mean(d_rank > k, 0).tolist() for k in ks},
+            "fidelity": fidelity, "flip": flips, "per_user": rows}
+
+
+def paired_test(a: dict, b: dict, key: str = "deletion_area") -> dict:
+    """Wilcoxon signed-rank test of ``key`` over the users both results explained (``a`` against ``b``,
+    typically ``random``): ``{"n", "median_difference", "p_value"}`` (two-sided)."""
+    from scipy.stats import wilcoxon
+
+    other = {(x["user"], x["item"]): x[key] for x in b["per_user"]}
+    pairs = [(x[key], other[(x["user"], x["item"])]) for x in a["per_user"] if (x["user"], x["item"]) in other]
+    if len(pairs) < 2:
+        return {"n": len(pairs), "median_difference": None, "p_value": None}
+    x, y = np.array(pairs).T
+    diff = x - y
+    p = float(wilcoxon(x, y).pvalue) if np.any(diff != 0) else 1.0
+    return {"n": len(pairs), "median_difference": float(np.median(diff)), "p_value": p}
+
+
+def render_curves(result: dict) -> str:
+    M = result["max_remove"]
+    lines = [f"per-recommendation faithfulness of {result['method']} on {result['model']} "
+             f"({result['n_users']} users, their top-1 item, up to {M} removals)"]
+    metrics = result.get("metrics", CURVE_METRICS)
+    if "deletion" in metrics or "insertion" in metrics or "knockout" in metrics:
+        head = f"{'m':>4}"
+        if "deletion" in metrics:
+            head += f" {'del. score':>10} {'del. rank':>9}"
+        if "insertion" in metrics:
+            head += f" {'ins. score':>10} {'ins. rank':>9}"
+        if "knockout" in metrics:
+            head += "".join(f" {'out@' + str(k):>7}" for k in result["ks"])
+        lines.append(head)
+        for m in range(M):
+            row = f"{m + 1:>4}"
+            if "deletion" in metrics:
+                row += f" {result['deletion']['score'][m]:>10.3f} {result['deletion']['rank_median'][m]:>9.0f}"
+            if "insertion" in metrics:
+                row += f" {result['insertion']['score'][m]:>10.3f} {result['insertion']['rank_median'][m]:>9.0f}"
+            if "knockout" in metrics:
+                row += "".join(f" {result['knockout'][str(k)][m]:>7.3f}" for k in result["ks"])
+            lines.append(row)
+    if "deletion" in metrics:
+        lines.append(f"deletion area {result['deletion']['area']:.4f} (lower = more faithful)"
+                     + (f"; against random: median difference {result['vs_random']['median_difference']:+.4f}, "
+                        f"Wilcoxon p = {result['vs_random']['p_value']:.2g} (n = {result['vs_random']['n']})"
+                        if result.get("vs_random") and result["vs_random"].get("p_value") is not None else ""))
+    if "insertion" in metrics:
+        lines.append(f"insertion area {result['insertion']['area']:.4f} (higher = more faithful)")
+    if "fidelity" in metrics:
+        fd = result["fidelity"]
+        lines.append(f"fidelity at m = {fd['m']}: fid+ {fd['fidelity_plus']:.4f}  fid- {fd['fidelity_minus']:.4f}  "
+                     + "  ".join(f"fid+@{k} {fd[f'fidelity_plus@{k}']:.3f} fid-@{k} {fd[f'fidelity_minus@{k}']:.3f}"
+                                 for k in result["ks"]))
+    if "flip" in metrics:
+        parts = []
+        for k in result["ks"]:
+            f = result["flip"][str(k)]
+            med = "-" if f["median"] is None else f"{f['median']:g}"
+            parts.append(f"K={k}: {100 * f['flipped']:.1f}% of users within {result['flip_max']}, median {med}")
+        lines.append("flip (removals in this order until the item leaves the top K): " + "; ".join(parts))
+    if "shift" in result:
+        lines.append(render_text(result["shift"]))
+    return "\n".join(lines)
+
+
+def plot_curves(results: list[dict], path, title: str = "") -> None:
+    """Deletion and insertion curves (``t``'s relative score) and the knock-out rate, one line per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 3.8))
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, 3, i) for i in (1, 2, 3)]
+    k_show = results[0]["ks"][0]
+    for res in results:
+        xs = np.arange(1, res["max_remove"] + 1)
+        line = axes[0].plot(xs, res["deletion"]["score"], marker="o",
+                            label=f"{res['method']} (area {res['deletion']['area']:.3f})")[0]
+        c = line.get_color()
+        axes[1].plot(xs, res["insertion"]["score"], marker="o", color=c,
+                     label=f"{res['method']} (area {res['insertion']['area']:.3f})")
+        axes[2].plot(xs, res["knockout"][str(k_show)], marker="o", color=c, label=res["method"])
+    axes[0].set_title("deletion: top m removed (lower = more faithful)", fontsize=9)
+    axes[1].set_title("insertion: only the top m kept (higher = more faithful)", fontsize=9)
+    axes[2].set_title(f"knock-out: share of top-1 items out of the top {k_show}", fontsize=9)
+    for ax in axes[:2]:
+        ax.set_ylabel("score of the item / full-history score")
+    axes[2].set_ylim(-0.02, 1.02)
+    for ax in axes:
+        ax.set_xlabel("m history items")
+        ax.legend(fontsize=7)
+    fig.suptitle(title or f"per-recommendation faithfulness ({results[0].get('model', '')}, "
+                          f"{results[0]['n_users']} users)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

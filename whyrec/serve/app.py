@@ -731,10 +731,15 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
         baseline: Literal["mean", "zero"] = Query("mean", description="Integrated-gradients baseline"),
         top: int = Query(10, ge=1, le=100, description="how many attributions to list"),
         genre: Optional[str] = Query(None, max_length=500, description="genres to restrict to (comma-separated)"),
+        k: Optional[int] = Query(None, ge=1, le=MAX_K, description="counterfactual: take the item out of the top k "
+                                                               "(default 1)"),
+        max_size: Optional[int] = Query(None, ge=1, le=100, description="counterfactual: largest set searched"),
+        beam: Optional[int] = Query(None, ge=1, le=16, description="counterfactual: beam width (1: greedy)"),
     ) -> Response:
         """Why the run's model recommends ``raw_item_id`` to ``raw_id``, as JSON ready to draw (the method
         module's own result)."""
         options = {"steps": steps, "baseline": baseline, "top": top, "genre": genre}
+        options.update({name: v for name, v in (("k", k), ("max_size", max_size), ("beam", beam)) if v is not None})
         try:
             body = await service.explain(method, raw_id, raw_item_id, options)
         except Overloaded as err:

@@ -117,4 +117,4 @@ def filter_recipe(name: str, model_cls, config_cls, grid: dict, description: str
         return model
 
     return Recipe(name=name, build=build_with_options, model_config=model_config, description=description, fit=fit,
-                  explain_methods=("history", "concepts"), final_config=final_config, model_defaults={"dim": None, "layers": None})
+                  explain_methods=("history", "concepts", "counterfactual"), final_config=final_config, model_defaults={"dim": None, "layers": None})

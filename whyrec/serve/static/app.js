@@ -177,7 +177,33 @@ function genericBars(result) {
   return null;
 }
 
+// Counterfactual: the verified set of history items without which the item leaves the top k.
+function renderCounterfactual(section, result) {
+  section.append(el("p", { class: "because counterfactual", text: result.statement }));
+  const rows = [{ label: "rank now", value: result.rank_before, cls: "soft", note: `#${result.rank_before}` }];
+  const after = result.found ? result.rank_after : (result.best_rank || result.rank_after);
+  rows.push({ label: result.found ? "rank without them" : "best rank reached", value: after,
+              cls: result.found ? "hi" : "soft", note: `#${after}` });
+  const stats = [];
+  if (result.found && !result.already_out) {
+    stats.push(`${result.size} of your ${result.n_history} history items`);
+    stats.push(result.optimal ? "proven smallest" : "no item of it can be spared");
+  }
+  stats.push(`verified by ${result.rescorings} exact re-scorings`);
+  section.append(el("p", { class: "stats", text: stats.join(" · ") }));
+  const chart = el("div", { class: "chart" });
+  section.append(chart);
+  barChart(chart, rows, { signed: false, labelWidth: 190,
+                          max: Math.max(result.k + 1, after, result.rank_before) });
+  if (result.removed && result.removed.length) {
+    section.append(el("ul", { class: "removed" },
+      ...result.removed.map((r) => el("li", { "data-item": String(r.item),
+                                              text: r.title + (r.rating ? ` (${r.rating}★)` : "") }))));
+  }
+}
+
 function renderExplanation(section, method, result) {
+  if (method === "counterfactual") { renderCounterfactual(section, result); return; }
   const stats = [];
   for (const k of ["score", "baseline_score", "delta", "convergence_delta"]) {
     if (typeof result[k] === "number") stats.push(`${k.replace("_", " ")} ${fmt(result[k])}`);
@@ -207,7 +233,21 @@ const METHOD_TITLES = {
   features: "Feature attributions (Integrated Gradients)",
   concepts: "Your genre sensitivities next to your real genre history",
   intrinsic: "The model's own importances",
+  counterfactual: "What would take it out of your top 10",
 };
+// query options per method (the counterfactual asks about the whole list shown, the top 10)
+const METHOD_OPTIONS = { counterfactual: "&k=10" };
+
+// A search such as the counterfactual one can take longer than the service's deadline (a 503 with
+// Retry-After); the computation it started goes on and its answer is cached, so asking again gets it.
+async function explainWithRetry(path, item, tries = 180) {
+  for (let attempt = 1; ; attempt++) {
+    try { return await api(path); } catch (err) {
+      if (err.status !== 503 || attempt >= tries || state.selected !== String(item)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+}
 
 async function loadExplanations(user, item) {
   const box = $("#explanations");
@@ -220,7 +260,8 @@ async function loadExplanations(user, item) {
     const wait = el("p", { class: "muted", text: "computing…" });
     section.append(wait);
     box.append(section);
-    api(`/users/${encodeURIComponent(user)}/explanations/${encodeURIComponent(item)}?method=${method}`)
+    explainWithRetry(`/users/${encodeURIComponent(user)}/explanations/${encodeURIComponent(item)}` +
+                     `?method=${method}${METHOD_OPTIONS[method] || ""}`, item)
       .then((result) => {
         if (state.selected !== String(item)) return;  // another movie was opened meanwhile
         wait.remove();

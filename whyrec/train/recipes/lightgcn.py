@@ -15,5 +15,5 @@ RECIPE = Recipe(
     build=build,
     model_config=lambda o: {"dim": o["dim"], "n_layers": o["layers"], **init_std_option("lightgcn", o)},
     description="LightGCN: normalized propagation, layer averaging, BPR",
-    explain_methods=("history", "concepts"),
+    explain_methods=("history", "concepts", "counterfactual"),
 )

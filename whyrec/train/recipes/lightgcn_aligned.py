@@ -36,5 +36,5 @@ RECIPE = Recipe(
     description="LightGCN + genre-CAV alignment regularizer (--opt align_weight=0.1, align_refit=1)",
     extras=alignment_extras,
     fit=fit_aligned,
-    explain_methods=("history", "concepts"),
+    explain_methods=("history", "concepts", "counterfactual"),
 )

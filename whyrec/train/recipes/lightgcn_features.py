@@ -87,5 +87,5 @@ RECIPE = Recipe(
     description="LightGCN with side features E0 = P + XW (--features; --opt loss=bpr|bce)",
     extras=extras,
     fit=fit,
-    explain_methods=("features", "history", "concepts"),
+    explain_methods=("features", "history", "concepts", "counterfactual"),
 )

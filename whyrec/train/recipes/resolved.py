@@ -84,5 +84,5 @@ RECIPE = Recipe(
     description="seed 002: factorized graph VAE over users, items, KG entities (ELBO); --opt D=16 C=4 gamma=0.1",
     extras=extras,
     fit=fit,
-    explain_methods=("intrinsic", "paths"),
+    explain_methods=("intrinsic", "paths", "counterfactual"),
 )

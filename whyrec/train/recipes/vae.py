@@ -24,7 +24,7 @@ RECIPE = Recipe(
     description="ablation of resolved with C = 1 (non-disentangled graph VAE, the seed's VGAE row); D = 64",
     extras=extras,
     fit=fit,
-    explain_methods=("intrinsic", "paths"),
+    explain_methods=("intrinsic", "paths", "counterfactual"),
     train_defaults=TRAIN_DEFAULTS,
     model_defaults={"dim": 64},
 )
