@@ -52,6 +52,8 @@ def test_graph_filter_in_memory(ml100k):
     recs = run.recommend(user="7", k=5)
     why = run.explain(user="7", item=recs[0].item, method="history")
     assert why.baseline == 0.0 and why.total == pytest.approx(why.score, rel=1e-4)
+    flip = run.explain(user="7", item=recs[0].item, method="counterfactual", k=1)
+    assert flip.method == "counterfactual" and flip.extras["verified"] and len(flip.contributions) == flip.extras["size"]
     new = run.recommend(liked=["Fargo (1996)", "Usual Suspects, The (1995)"], k=5)
     assert all(sum(b["contribution"] for b in r.because) == pytest.approx(r.score, rel=1e-4) for r in new)
 

@@ -70,6 +70,9 @@ class Explanation:
         elif m == "concepts":
             contributions = [Contribution(CONCEPT, r["genre"], float(r["sensitivity"]))
                              for r in result.get("genres", [])]
+        elif m == "counterfactual":  # the removal set, in the order the search removed it (value: 1 each)
+            score = result.get("score_before", score)
+            contributions = [Contribution(HISTORY, r["title"], 1.0, r.get("item")) for r in result.get("removed", [])]
         elif m in ("intrinsic", "paths"):
             contributions = [Contribution(HISTORY, r.get("title") or str(r.get("item")), float(r["score"]),
                                           r.get("item")) for r in result.get("history", [])]
