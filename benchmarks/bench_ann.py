@@ -228,12 +228,12 @@ def main() -> None:
     del items_t
 
     out["faiss"] = []
+    truth_unmasked = np.concatenate([exact_search(items, queries[lo:lo + 100], args.k)[0]
+                                     for lo in range(0, args.queries, 100)])
     for nprobe in args.nprobe:
         found = index.search(queries, args.k, seen, nprobe=nprobe)[0]
         leaked = sum(len(set(found[r].tolist()) & set(seen[r].tolist())) for r in range(args.queries))
         unmasked = index.search(queries, args.k, nprobe=nprobe)[0]
-        truth_unmasked = np.concatenate([exact_search(items, queries[lo:lo + 100], args.k)[0]
-                                         for lo in range(0, args.queries, 100)]) if nprobe == args.nprobe[0] else truth_unmasked
         lat = []
         for r in range(args.latency_queries):
             t = time.perf_counter()

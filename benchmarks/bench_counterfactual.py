@@ -76,8 +76,7 @@ def bench(model: str, run_dir: Path, args) -> dict:
     import torch
 
     from whyrec.explain.counterfactual import counterfactual_set
-    from whyrec.explain.faithfulness import importance_function, rescore
-    from whyrec.explain.faithfulness import _rows
+    from whyrec.explain.faithfulness import history_and_top, importance_function
     from whyrec.run import load_run
 
     torch.set_num_threads(args.threads)
@@ -94,12 +93,7 @@ def bench(model: str, run_dir: Path, args) -> dict:
     load_before = os.getloadavg()
     for u in users:
         u = int(u)
-        hist = train.indices[train.indptr[u]:train.indptr[u + 1]].astype(np.int64)
-        with torch.no_grad():
-            full = rescore(run, np.array([u]), _rows([hist], run.n_items)).double().numpy()[0]
-        masked = full.copy()
-        masked[hist] = -np.inf
-        t = int(np.argmax(masked))
+        hist, full, t = history_and_top(run, train, u)
         row = {"user": int(run.user_ids[u]), "item": int(run.item_ids[t]), "n_history": int(len(hist))}
         t0 = time.perf_counter()
         for k in ks:

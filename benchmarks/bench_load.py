@@ -38,6 +38,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from whyrec.serve.app import stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"recommendations@32": {"rps": 1000, "p99_ms": 50}, "any@512": {"max_ms": 1000, "other_5xx": 0}}
 
@@ -191,11 +193,7 @@ def main() -> None:
                           f"{'' if row['service_up_after'] else '  SERVICE DOWN'}", flush=True)
                 results["runs"][name] = rows
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server)
     results["loadavg_end"] = loadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_name(args.out.name + ".tmp")

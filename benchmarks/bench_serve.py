@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from whyrec.serve.app import stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"recommendations": {"p99_ms": 50, "rps": 500, "errors": 0}, "explanations": {"p99_ms": 300}}
 
@@ -179,11 +181,7 @@ def main() -> None:
                       f"p99 {warm_res['p99_ms']} ms", flush=True)
         load_after = os.getloadavg()
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, 10)
 
     try:
         import httptools  # noqa: F401

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 from conftest import ROOT, cli_fails, cli_ok, dataset_dir
+from whyrec.serve.app import stop_process
 
 ML100K = str(dataset_dir("ml-100k"))
 
@@ -56,9 +57,4 @@ def test_demo_serves_the_page(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
             assert r.status == 200 and b"<html" in r.read().lower()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

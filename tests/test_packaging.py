@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, dataset_dir
+from whyrec.serve.app import stop_process
 
 STATIC = ("index.html", "app.js", "style.css")
 
@@ -111,9 +112,4 @@ def test_installed_serve_answers_page_and_static_files(installed):
                 assert r.status == 200
                 assert r.read() == (ROOT / "whyrec" / "serve" / "static" / name).read_bytes(), path
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)

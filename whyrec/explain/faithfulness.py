@@ -138,6 +138,26 @@ def _recall(top: np.ndarray, test_rows: sp.csr_matrix) -> np.ndarray:
     return out
 
 
+def _users_progress(n: int, desc: str, progress: bool):
+    """``range(n)``, with a tqdm bar when ``progress``."""
+    if not progress:
+        return range(n)
+    from tqdm.auto import tqdm
+
+    return tqdm(range(n), desc=desc, unit="user")
+
+
+def history_and_top(run, train: sp.csr_matrix, u: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """User ``u``'s training history, their scores through the re-scoring path (float64
+    ``(n_items,)``) and the index of their top recommendation (history masked)."""
+    hist = train.indices[train.indptr[u]:train.indptr[u + 1]].astype(np.int64)
+    with torch.no_grad():
+        full = rescore(run, np.array([u]), _rows([hist], run.n_items)).double().numpy()[0]
+    masked = full.copy()
+    masked[hist] = -np.inf
+    return hist, full, int(np.argmax(masked))
+
+
 def _rows(indices_list, n_items: int) -> sp.csr_matrix:
     indptr = np.r_[0, np.cumsum([len(x) for x in indices_list])]
     idx = np.concatenate([np.asarray(x, np.int64) for x in indices_list]) if len(indices_list) else np.zeros(0, np.int64)
@@ -186,12 +206,7 @@ def evaluate_faithfulness(run, method: str, removes=(1, 2, 5, 10), runs: int = 5
     totals = None
     if fn is not None:
         totals = []
-        it = range(len(users))
-        if progress:
-            from tqdm.auto import tqdm
-
-            it = tqdm(it, desc=f"explain ({method})", unit="user")
-        for r in it:
+        for r in _users_progress(len(users), f"explain ({method})", progress):
             u = int(users[r])
             tot = {int(j): 0.0 for j in hist[r]}
             for t in top[r]:
@@ -360,24 +375,14 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
         users = users[: int(n_users)]
     if len(users) == 0:
         raise ValueError(f"no test user has more than --max-remove {max_remove} history items")
-    from .counterfactual import margins, ranks
+    from .counterfactual import ranks
 
     M, F = int(max_remove), max(int(max_remove), int(flip_max))
     rng = np.random.default_rng(seed)
     rows = []
-    it = range(len(users))
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc=f"curves ({method})", unit="user")
-    for r in it:
+    for r in _users_progress(len(users), f"curves ({method})", progress):
         u = int(users[r])
-        hist = train.indices[train.indptr[u]:train.indptr[u + 1]].astype(np.int64)
-        with torch.no_grad():
-            full = rescore(run, np.array([u]), _rows([hist], run.n_items)).double().numpy()[0]
-        masked = full.copy()
-        masked[hist] = -np.inf
-        t = int(np.argmax(masked))
+        hist, full, t = history_and_top(run, train, u)
         order = _order(fn, run, u, t, hist, rng)
         n_del = min(F, len(hist) - 1)
         lists = [order[m:] for m in range(1, n_del + 1)] + [order[:m] for m in range(1, M + 1)]

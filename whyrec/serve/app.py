@@ -806,6 +806,19 @@ def app_from_env() -> FastAPI:
                       index=os.environ.get(INDEX_ENV, "exact"))
 
 
+def stop_process(proc, timeout: float = 20.0) -> None:
+    """Stop a server started as a subprocess (``subprocess.Popen``): SIGTERM, then SIGKILL after
+    ``timeout`` seconds; reaps it either way (tests and benchmarks)."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def running_server(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0, **uvicorn_options):
     """Run ``app`` with uvicorn in a background thread; yields its base URL (``port=0``: a free port).
