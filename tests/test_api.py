@@ -27,6 +27,9 @@ def test_readme_snippet_lightgcn(ml100k, tmp_path):
     assert why.method == "history" and why.item == recs[0].item and why.additive
     assert why.score == pytest.approx(recs[0].score, rel=1e-4)
     assert why.total == pytest.approx(why.score - why.baseline, rel=1e-3, abs=1e-4)
+    # the share of the score that depends on the history at all (the rest: the free user embedding)
+    assert why.extras["history_share"] == pytest.approx((why.score - why.baseline) / abs(why.score))
+    assert why.extras["history_share"] < 1.0
     labels = [label for label, _ in why.contributions]  # every history item, as (label, value) pairs
     assert len(labels) == run.matrices["train"][run.user_index("1")].nnz and all(labels)
     assert json.loads(json.dumps(why.to_dict()))["method"] == "history"
@@ -52,6 +55,7 @@ def test_graph_filter_in_memory(ml100k):
     recs = run.recommend(user="7", k=5)
     why = run.explain(user="7", item=recs[0].item, method="history")
     assert why.baseline == 0.0 and why.total == pytest.approx(why.score, rel=1e-4)
+    assert why.extras["history_share"] == 1.0
     flip = run.explain(user="7", item=recs[0].item, method="counterfactual", k=1)
     assert flip.method == "counterfactual" and flip.extras["verified"] and len(flip.contributions) == flip.extras["size"]
     new = run.recommend(liked=["Fargo (1996)", "Usual Suspects, The (1995)"], k=5)

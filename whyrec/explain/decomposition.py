@@ -74,6 +74,7 @@ def explain_filter(run, user_idx: int, item: int, top: int = 10) -> dict:
     return {"method": "history", "exact": True, "user": int(run.user_ids[u]), "item": int(run.item_ids[item]),
             "item_title": _title(run, item), "score": score, "baseline_score": 0.0, "delta": delta,
             "relative_delta": abs(delta) / abs(score) if score else 0.0, "steps": 0, "n_history": int(hist.size),
+            "history_share": 1.0,  # a filter's score is a function of the history alone
             "baseline": "an empty history (the filter is linear in the history: it scores 0)",
             "because": because_text([_title(run, int(hist[p])) for p in support]), "positive_total": pos_total,
             "negative_total": float(attr[attr < 0].sum()), "attributions": rows,

@@ -324,6 +324,9 @@ def explain_run(run, user_idx: int, item_idx=None, steps: Optional[int] = None, 
     return {"method": "history", "user": int(run.user_ids[u]), "item": int(run.item_ids[item]),
             "item_title": _title(run, item), "score": res["score"], "baseline_score": res["baseline_score"],
             "delta": res["delta"], "relative_delta": abs(res["delta"]) / abs(diff) if diff else 0.0,
+            # how much of the score depends on the history at all: the rest is the user's free layer-0
+            # embedding (their learned profile), which no history explanation can name
+            "history_share": diff / abs(res["score"]) if res["score"] else 0.0,
             "steps": res["steps"], "n_history": int(len(hist)),
             "baseline": "the user's edges removed (degree normalization held fixed)",
             "because": because, "positive_total": pos_total, "negative_total": float(attr[attr < 0].sum()),

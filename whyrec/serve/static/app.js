@@ -209,6 +209,12 @@ function renderExplanation(section, method, result) {
     if (typeof result[k] === "number") stats.push(`${k.replace("_", " ")} ${fmt(result[k])}`);
   }
   if (typeof result.because === "string") section.append(el("p", { class: "because", text: result.because }));
+  if (typeof result.history_share === "number") {
+    section.append(el("p", { class: "muted", text: result.history_share >= 0.995
+      ? "All of this score comes from your history: the explanation is complete."
+      : `${pct(result.history_share)} of this score depends on your history; the rest is the model's ` +
+        "learned profile of you, which no history item explains." }));
+  }
   if (stats.length) section.append(el("p", { class: "stats", text: stats.join(" · ") }));
   const chart = el("div", { class: "chart" });
   section.append(chart);
