@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .models.base import EXACT_HISTORY, FOLD_IN, NEW_ROW, can
 from .evaluate import top_k_items
 from .run import Run
 
@@ -86,7 +87,7 @@ def resolve_items(run: Run, liked: list[str]) -> list[int]:
 def supports_new_users(model) -> bool:
     """Whether a new user can be scored without retraining: folded into a LightGCN-type model
     (``fold_in``), or scored exactly as a new interaction row by a graph filter (``score_items``)."""
-    return hasattr(model, "fold_in") or hasattr(model, "score_items")
+    return can(model, FOLD_IN) or can(model, NEW_ROW)
 
 
 def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) -> dict:
@@ -105,19 +106,19 @@ def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) 
                          f"filter (gf-cf, bspm, cheby-cf); this run is {run.config['model']}")
     items = resolve_items(run, liked)
     with torch.no_grad():
-        if index is not None and not hasattr(model, "score_items"):
+        if index is not None and not can(model, NEW_ROW):
             vector = model.fold_in(torch.tensor(items)).detach().float().cpu().numpy()
             found, values = index.search(vector, k, [np.asarray(items, np.int64)])
             top = torch.return_types.topk((torch.from_numpy(values[0]), torch.from_numpy(found[0])))
         else:
-            if hasattr(model, "score_items"):
+            if can(model, NEW_ROW):
                 scores = model.score_items(items).clone()
             else:
                 scores = model.score_vectors(model.fold_in(torch.tensor(items)).unsqueeze(0))[0]
             scores[items] = -torch.inf
             top = torch.topk(scores, min(k, run.n_items))
     rows = _rows(run, top.indices.numpy(), top.values.numpy())
-    if hasattr(model, "history_contributions") and rows:
+    if can(model, EXACT_HISTORY) and rows:
         contrib = model.history_contributions(items, top.indices[: len(rows)].numpy())  # (|L|, R)
         for r, row in enumerate(rows):
             order = torch.argsort(contrib[:, r], descending=True).tolist()

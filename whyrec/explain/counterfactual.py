@@ -48,6 +48,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ..models.base import GRAPH, RESCORE, can
+
 __all__ = ["CounterfactualSearch", "counterfactual_set", "explain_run", "render_text", "plot", "importances",
            "margins", "ranks", "DEFAULT_MAX_SIZE"]
 
@@ -108,11 +110,7 @@ def history_rows(history: np.ndarray, removed_sets: Sequence[Sequence[int]], n_i
 def can_rescore(run) -> bool:
     """Whether the run's model re-scores a changed history at inference (see the module docstring)."""
     model = run.model
-    if hasattr(model, "score_histories"):
-        return True
-    from ..models.lightgcn import LightGCN
-
-    return isinstance(model, LightGCN)
+    return can(model, RESCORE) or can(model, GRAPH)  # GRAPH: propagated again without the removed edges
 
 
 def check_run(run) -> None:
@@ -203,7 +201,7 @@ def _estimates(search: CounterfactualSearch) -> tuple[np.ndarray, str]:
     """First-order estimate of how much removing each history item alone lowers ``t``'s margin."""
     run, u, t = search.run, search.user, search.item
     model = run.model
-    if getattr(model, "adj", None) is not None and hasattr(model, "_emb0") and not hasattr(model, "score_histories"):
+    if can(model, GRAPH):
         from .history import history_importances
 
         imp = history_importances(run, u, t)

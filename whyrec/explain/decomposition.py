@@ -19,12 +19,14 @@ import time
 
 import numpy as np
 
+from ..models.base import EXACT_HISTORY, can
+
 __all__ = ["is_filter", "contributions", "explain_filter"]
 
 
 def is_filter(model) -> bool:
     """Whether ``model`` decomposes its scores exactly over the history (a graph filter)."""
-    return hasattr(model, "history_contributions") and hasattr(model, "score_histories")
+    return can(model, EXACT_HISTORY)
 
 
 def _history(run, user_idx: int) -> np.ndarray:

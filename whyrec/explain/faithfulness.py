@@ -60,6 +60,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..models.base import GRAPH, RESCORE, can
+
 __all__ = ["IMPORTANCE_FUNCTIONS", "importance_function", "rescore", "evaluate_faithfulness",
            "render_text", "plot", "plot_many", "METHODS", "CURVE_METRICS", "METRICS", "evaluate_curves",
            "render_curves", "plot_curves", "paired_test"]
@@ -107,11 +109,9 @@ def rescore(run, users: np.ndarray, histories: sp.csr_matrix) -> torch.Tensor:
     """Scores ``(len(users), n_items)`` of ``users`` when their inputs are ``histories``
     (rows of a binary ``(len(users), n_items)`` matrix), without retraining (module docstring)."""
     model = run.model
-    if hasattr(model, "score_histories"):
+    if can(model, RESCORE):
         return model.score_histories(histories, users=torch.as_tensor(np.asarray(users), dtype=torch.long))
-    from ..models.lightgcn import LightGCN
-
-    if isinstance(model, LightGCN):
+    if can(model, GRAPH):
         return _lightgcn_rescore(model, run.matrices["train"], np.asarray(users), histories)
     raise ValueError(f"a {run.config.get('model')} model's scores do not depend on the user's history at inference, "
                      "so removing history items is undefined; faithfulness supports resolved, vae, nmf and lightgcn runs")

@@ -21,7 +21,21 @@ from typing import Optional
 import torch
 from torch import LongTensor, Tensor, nn
 
-__all__ = ["Recommender", "BatchEmbeddings"]
+__all__ = ["Recommender", "BatchEmbeddings", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW", "EXACT_HISTORY"]
+
+# What a model can do, declared in its class's ``capabilities`` (callers ask ``model.can(X)`` instead of
+# probing for methods):
+DOT = "dot"                  #: score(u, i) = users[u] · items[i] of :meth:`Recommender.embeddings`
+GRAPH = "graph"              #: LightGCN-type propagation over a normalized adjacency from layer-0 rows
+RESCORE = "rescore"          #: ``score_histories(histories, users)``: scores from a changed history, exactly
+FOLD_IN = "fold-in"          #: ``fold_in(items)``: a new user's vector by the model's own rule
+NEW_ROW = "new-row"          #: ``score_items(items)``: a new user scored exactly as a new interaction row
+EXACT_HISTORY = "exact-history"  #: ``history_contributions(history, items)``: the score's exact decomposition
+
+
+def can(model, capability: str) -> bool:
+    """Whether ``model`` declares ``capability`` (``False`` for any object that declares nothing)."""
+    return capability in getattr(type(model), "capabilities", frozenset())
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,12 @@ class Recommender(nn.Module):
     n_items: int
     #: ``False`` for models without trainable parameters (fit is a no-op).
     trainable: bool = True
+    #: what this model can do (the constants above)
+    capabilities: frozenset = frozenset()
+
+    def can(self, capability: str) -> bool:
+        """Whether this model declares ``capability`` (:data:`DOT`, :data:`RESCORE`, ...)."""
+        return can(self, capability)
 
     def __init__(self, n_users: int, n_items: int):
         super().__init__()

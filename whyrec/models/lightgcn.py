@@ -27,7 +27,7 @@ from torch import LongTensor, Tensor, nn
 
 from ..graph import (cached_normalized_adjacency, layer_weights, node_degrees, propagate,
                      propagate_final, propagate_rows)
-from .base import BatchEmbeddings, Recommender
+from .base import DOT, FOLD_IN, GRAPH, BatchEmbeddings, Recommender
 
 __all__ = ["LightGCNConfig", "LightGCN"]
 
@@ -63,6 +63,8 @@ class LightGCN(Recommender):
         item_degree: ``(n_items,)`` int64 training degree of each item
             (non-persistent buffer, used by :meth:`fold_in`).
     """
+
+    capabilities = frozenset({DOT, GRAPH, FOLD_IN})
 
     def __init__(self, n_users: int, n_items: int, config: Optional[LightGCNConfig] = None,
                  graph=None):

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from .base import Recommender
+from .base import DOT, RESCORE, Recommender
 
 __all__ = ["NMFConfig", "NMFRecommender"]
 
@@ -38,6 +38,8 @@ class NMFConfig:
 
 class NMFRecommender(Recommender):
     """``W`` ``(n_users, k)`` and ``H`` ``(k, n_items)`` are persistent buffers (zeros until :meth:`fit_matrix`)."""
+
+    capabilities = frozenset({DOT, RESCORE})
 
     trainable = False  # not trained by BPR; fitted in closed form by fit_matrix
 

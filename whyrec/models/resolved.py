@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import LongTensor, Tensor, nn
 
-from .base import Recommender
+from .base import RESCORE, Recommender
 
 __all__ = ["ResolvedConfig", "Resolved", "Segments"]
 
@@ -170,6 +170,8 @@ class Resolved(Recommender):
         entity_entity: ``(M, 2)`` entity–entity links (may be empty).
         config: :class:`ResolvedConfig`.
     """
+
+    capabilities = frozenset({RESCORE})
 
     def __init__(self, n_users: int, n_items: int, train, item_entity, n_entities: int,
                  entity_entity=None, config: Optional[ResolvedConfig] = None):

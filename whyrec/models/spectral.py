@@ -49,7 +49,7 @@ import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor
 
-from .base import Recommender
+from .base import EXACT_HISTORY, NEW_ROW, RESCORE, Recommender
 
 __all__ = ["NormalizedInteractions", "truncated_basis", "LinearFilter", "SVD_METHODS", "torch_csr"]
 
@@ -163,6 +163,8 @@ class LinearFilter(Recommender):
     (:attr:`basis`, a persistent buffer ``(n_items, rank)``; ``singular_values`` ``(rank,)``).
     Derived matrices are cached on first use and dropped by :meth:`invalidate_cache` (called
     after weights are loaded)."""
+
+    capabilities = frozenset({RESCORE, NEW_ROW, EXACT_HISTORY})
 
     trainable = False
     #: users scored per block by :meth:`score_users` (``n_items × block`` floats per live block;
