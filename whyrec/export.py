@@ -45,19 +45,19 @@ class ExportError(WhyrecError):
 
 def _why_not_dot(model, name: str) -> str | None:
     """Why ``model``'s scores are not ``users @ items.T`` of its ``embeddings()`` (``None`` if they are)."""
-    from .models.base import Recommender
+    from .models.base import DOT, EXACT_HISTORY, can
 
-    if hasattr(model, "low_rank_factors"):  # the graph filters
+    if can(model, DOT):
+        return None
+    if can(model, EXACT_HISTORY):  # the graph filters
         return (f"a {name} run has no dot-product embedding space: a user is their interaction row and the "
                 "score is a filter of it (its concept_embeddings reproduce only the rank-k term, not the model)")
-    if type(model).score_users is not Recommender.score_users:
-        try:
-            model.embeddings()
-        except NotImplementedError as err:
-            return f"a {name} run has no dot-product embedding space ({err})"
-        return (f"a {name} run's scores are not the dot product of its user and item vectors "
-                f"({type(model).__name__} scores users its own way)")
-    return None
+    try:
+        model.embeddings()
+    except NotImplementedError as err:
+        return f"a {name} run has no dot-product embedding space ({err})"
+    return (f"a {name} run's scores are not the dot product of its user and item vectors "
+            f"({type(model).__name__} scores users its own way)")
 
 
 def dot_product_embeddings(run) -> tuple[np.ndarray, np.ndarray]:

@@ -42,6 +42,8 @@ class Trained:
     metrics: dict
     extras: dict = field(default_factory=dict)
     history: object = None
+    #: the split's ``(train, valid, test)`` binary CSR matrices (made once, by :func:`run_training`)
+    matrices: tuple = ()
 
     def write(self, out: Path) -> None:
         """Write the run folder's files into ``out`` (an empty folder)."""
@@ -135,4 +137,5 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
         "train_seconds": round(hist.seconds, 2),
     }
     return Trained(data, the_split, net, plan.model_name, model_config,
-                   {**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics, extras, hist)
+                   {**hist.config, "split": the_split.method, "min_rating": min_rating}, metrics, extras, hist,
+                   (train_m, valid_m, test_m))

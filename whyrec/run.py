@@ -204,7 +204,7 @@ class Run(UserItemIds):
         """An in-memory run from :func:`whyrec.pipeline.run_training` (nothing written; :meth:`save`
         writes the run folder)."""
         data, split = trained.data, trained.split
-        train, valid, test = split.matrices(data)
+        train, valid, test = trained.matrices or split.matrices(data)
         shape = (data.n_users, data.n_items)
         run = cls(None, run_config(data, split, trained.model_name, trained.model_config, trained.train_config),
                   np.asarray(data.user_ids, np.int64), np.asarray(data.item_ids, np.int64), data.item_titles,

@@ -67,6 +67,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.errors import WhyrecError
+from ..models.base import DOT, can
 
 __all__ = [
     "ConceptError", "ConceptActivationVectors", "ConceptSignificanceTest", "GenreHistory",
@@ -467,7 +468,7 @@ def run_embeddings(run) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     with torch.no_grad():  # graph filters: the factors of their rank-k term (LinearFilter.concept_embeddings)
-        u, i = getattr(run.model, "concept_embeddings", run.model.embeddings)()
+        u, i = run.model.concept_embeddings()
     return np.asarray(_numpy(u), np.float64), np.asarray(_numpy(i), np.float64)
 
 
@@ -654,12 +655,12 @@ def explain_run(run, user: int, item: Optional[int] = None, **options) -> dict:
         "n_train": int(run.matrices["train"][user].nnz), "top": int(options.get("top") or len(rows)),
         "genres": rows,
     }
-    filter_run = hasattr(run.model, "concept_embeddings")  # a graph filter: the vectors span only its rank-k term
-    if filter_run:
+    dot = can(run.model, DOT)  # otherwise (a graph filter) the vectors span only the model's rank-k term
+    if not dot:
         out["concept_space"] = ("the model's rank-k term (ideal low-pass): item coordinates in the k smoothest "
                                 "spectral directions of the item graph")
     if item is not None:
-        out["score"] = float(run.model.score_users([user])[0, item]) if filter_run else float(E_u[user] @ E_i[item])
+        out["score"] = float(E_u[user] @ E_i[item]) if dot else float(run.model.score_users([user])[0, item])
     return out
 
 

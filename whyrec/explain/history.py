@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from ..graph import sym_spmm
+from ..models.base import GRAPH, can
 from .decomposition import contributions, explain_filter, is_filter
 
 __all__ = ["HistoryContext", "history_context", "history_attributions", "edge_scaled_scores",
@@ -67,7 +68,7 @@ class HistoryContext:
     ``(N, d)`` layer-0 rows, ``alphas``, ``n_users``."""
 
     def __init__(self, model):
-        if getattr(model, "adj", None) is None or not hasattr(model, "_emb0") or not hasattr(model, "alphas"):
+        if not can(model, GRAPH) or getattr(model, "adj", None) is None:  # LightGCN-type, its graph set
             raise ValueError(f"history attribution needs a LightGCN-type model (a graph and layer-0 embeddings); "
                              f"{type(model).__name__} has none")
         self.model = model

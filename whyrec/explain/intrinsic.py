@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models.base import INTRINSIC, can
+
 __all__ = ["explain_run", "render_text", "plot", "importances"]
 
 
 def _model(run):
     model = run.model
-    if not hasattr(model, "importance"):
+    if not can(model, INTRINSIC):
         raise ValueError(f"a {run.config.get('model')} run has no intrinsic explanation; train --model resolved")
     return model
 

@@ -21,7 +21,8 @@ from typing import Optional
 import torch
 from torch import LongTensor, Tensor, nn
 
-__all__ = ["Recommender", "BatchEmbeddings", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW", "EXACT_HISTORY"]
+__all__ = ["Recommender", "BatchEmbeddings", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW", "EXACT_HISTORY",
+           "INTRINSIC"]
 
 # What a model can do, declared in its class's ``capabilities`` (callers ask ``model.can(X)`` instead of
 # probing for methods):
@@ -31,6 +32,7 @@ RESCORE = "rescore"          #: ``score_histories(histories, users)``: scores fr
 FOLD_IN = "fold-in"          #: ``fold_in(items)``: a new user's vector by the model's own rule
 NEW_ROW = "new-row"          #: ``score_items(items)``: a new user scored exactly as a new interaction row
 EXACT_HISTORY = "exact-history"  #: ``history_contributions(history, items)``: the score's exact decomposition
+INTRINSIC = "intrinsic"      #: ``importance(user, item)``: the model's own importances (seed 002's model)
 
 
 def can(model, capability: str) -> bool:
@@ -139,6 +141,11 @@ class Recommender(nn.Module):
         """Final embeddings ``(n_users, d)``, ``(n_items, d)``; ``score(u, i)
         = users[u] · items[i]``."""
         raise NotImplementedError
+
+    def concept_embeddings(self) -> tuple[Tensor, Tensor]:
+        """The user and item vectors concept activation vectors are fitted on: :meth:`embeddings` for a
+        dot-product model (:data:`DOT`); models whose score is not a dot product override it."""
+        return self.embeddings()
 
     def score_users(self, users: LongTensor) -> Tensor:
         """Scores of all items for ``users`` ``(b,)`` -> ``(b, n_items)``

@@ -105,7 +105,10 @@ class BSPM(LinearFilter):
 
     # -- the polynomials ---------------------------------------------------- #
     def polynomials(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(p, q)``: ascending coefficients in ``λ`` with ``s = r p(P̃) + β r_idl q(P̃)``."""
+        """``(p, q)``: ascending coefficients in ``λ`` with ``s = r p(P̃) + β r_idl q(P̃)`` (kept per setting)."""
+        return self._cached("polynomials", self._polynomials)
+
+    def _polynomials(self) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
         blur_step = step_polynomial("euler", c.T_b / c.K_b, 1, +1.0, shift=1.0)  # dy/dt = y(λ - 1)
         sharp_step = step_polynomial(c.solver, c.T_s / c.K_s, 1, -1.0)          # dy/dt = -y λ

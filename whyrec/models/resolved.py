@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import LongTensor, Tensor, nn
 
-from .base import RESCORE, Recommender
+from .base import INTRINSIC, RESCORE, Recommender
 
 __all__ = ["ResolvedConfig", "Resolved", "Segments"]
 
@@ -171,7 +171,7 @@ class Resolved(Recommender):
         config: :class:`ResolvedConfig`.
     """
 
-    capabilities = frozenset({RESCORE})
+    capabilities = frozenset({RESCORE, INTRINSIC})
 
     def __init__(self, n_users: int, n_items: int, train, item_entity, n_entities: int,
                  entity_entity=None, config: Optional[ResolvedConfig] = None):

@@ -43,6 +43,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
+from ..models.base import DOT, FOLD_IN, can
 from . import MethodUnavailable, UnsupportedMethod, available_methods, explanation_module, supported_methods
 
 try:  # orjson is optional: several times faster than json for the response bodies
@@ -318,7 +319,6 @@ class Service:
 
     def __init__(self, run, explain_cache: int = 512, explain_concurrency: Optional[int] = None,
                  max_queue: Optional[int] = 32, deadline: Optional[float] = 0.5, index: str = "exact"):
-        from ..models.base import Recommender
         from .index import check_index_kind, item_index
 
         self.index_kind = check_index_kind(index)
@@ -332,7 +332,7 @@ class Service:
         self.seen_t = torch.from_numpy(self.seen_indices)
         self.popularity = np.diff(seen.tocsc().indptr).astype(np.int64)
         self.U = self.IT = self.S = None
-        if type(model).score_users is Recommender.score_users:  # score = e_u · e_i: precompute both
+        if can(model, DOT):  # score = e_u · e_i: precompute both
             with torch.inference_mode():
                 users, items = model.embeddings()
                 self.U = users.detach().to(torch.float32).clone().contiguous()
@@ -449,8 +449,7 @@ class Service:
         Added only where the decomposition reproduces the scores (a LightGCN-type model).
         """
         model = self.run.model
-        if not rows or self.IT is None or not all(hasattr(model, a) for a in ("layer_embeddings", "alphas",
-                                                                              "item_degree", "n_layers")):
+        if not rows or self.IT is None or not can(model, FOLD_IN):
             return
         try:
             with torch.inference_mode():
