@@ -211,6 +211,48 @@ def test_explain_queue_deadline_drops_jobs_that_waited_too_long():
     assert len(calls) <= 3  # expired jobs are skipped, not computed for nobody
 
 
+def test_explain_queue_awaits_a_job_started_within_the_deadline():
+    # the deadline bounds the wait for a worker, not the work: an explanation that takes longer than the
+    # deadline to compute (a counterfactual search) is still answered when a worker took it in time
+    q = ExplainQueue(lambda job: time.sleep(0.5) or job, workers=1, max_pending=None, deadline=0.2)
+
+    async def main():
+        async def one(i):
+            try:
+                return await q.submit(i)
+            except Overloaded:
+                return "late"
+
+        return await asyncio.gather(*(one(i) for i in range(3)))
+
+    assert asyncio.run(main()) == [0, "late", "late"]
+    assert q.expired == 2
+
+
+def test_explain_queue_refuses_what_it_could_not_answer_within_the_deadline():
+    # one job takes 0.2 s; with a 0.5 s deadline and one worker, two jobs ahead (0.4 s) leave room for
+    # a third, three ahead (0.6 s) do not: the fourth is refused at once, not after waiting 0.5 s
+    q = ExplainQueue(lambda job: time.sleep(0.2) or job, workers=1, max_pending=None, deadline=0.5)
+
+    async def main():
+        assert await q.submit("warm") == "warm"  # measures the service time
+        assert 0.19 < q.service_time < 0.3
+        t0 = time.perf_counter()
+
+        async def one(i):
+            try:
+                return await q.submit(i)
+            except Overloaded as err:
+                return ("shed", time.perf_counter() - t0, str(err))
+
+        return await asyncio.gather(*(one(i) for i in range(5)))
+
+    out = asyncio.run(main())
+    assert out[:3] == [0, 1, 2], out
+    assert all(o[0] == "shed" and o[1] < 0.1 and "busy" in o[2] for o in out[3:]), out
+    assert q.shed == 2 and q.expired == 0
+
+
 def test_explanations_over_the_queue_bound_get_503_with_retry_after(run, monkeypatch):
     app = create_app(run, max_queue=2, deadline=5.0)
     service = app.state.service

@@ -57,7 +57,7 @@ def demo(
     import uvicorn
 
     from ..serve.app import create_app
-    from ..serve.protocol import json_http_protocol
+    from ..serve.protocol import server_options
 
     typer.echo(f"\nthe page: http://127.0.0.1:{port}/  (Ctrl-C to stop)", err=True)
-    uvicorn.run(create_app(target), host="127.0.0.1", port=port, log_level="warning", http=json_http_protocol())
+    uvicorn.run(create_app(target), **server_options(host="127.0.0.1", port=port))

@@ -38,8 +38,9 @@ def serve(
                                   help="Explanations waiting or running at most per process; beyond, a fast 503 with "
                                        "Retry-After (0: unbounded)."),
     deadline: float = typer.Option(0.5, "--deadline", min=0.0,
-                                   help="Seconds an explanation may wait for a worker before it is answered 503 "
-                                        "(0: no deadline)."),
+                                   help="Seconds an explanation may wait for a worker before it is answered 503; "
+                                        "a new one is refused at once when the queue ahead of it would take "
+                                        "longer (0: no deadline)."),
     threads: int = typer.Option(1, "--threads", min=1, max=256,
                                 help="torch threads per server process. Requests are small (one user's scores, one "
                                      "explanation): one thread avoids thread spin-up and OpenMP waits on a busy "
@@ -71,7 +72,7 @@ def serve(
 
     from ..run import load_run
     from ..serve.app import API_KEY_ENV, DEADLINE_ENV, INDEX_ENV, MAX_BODY_ENV, MAX_QUEUE_ENV, RUN_ENV
-    from ..serve.protocol import json_http_protocol
+    from ..serve.protocol import server_options
 
     torch.set_num_threads(threads)  # worker processes inherit it through the environment below
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -83,8 +84,7 @@ def serve(
                f"({run.n_users:,} users, {run.n_items:,} items) at http://{host}:{port}/"
                + (f" ({workers} workers)" if workers > 1 else "") + (f", --index {index}" if index != "exact" else ""),
                err=True)
-    options = {"host": host, "port": port, "log_level": "warning", "access_log": access_log,
-               "http": json_http_protocol()}
+    options = server_options(host=host, port=port, access_log=access_log)
     if workers == 1:
         uvicorn.run(create_app(run, max_body_bytes=max_body, api_key=api_key or None, max_queue=max_queue or None,
                                deadline=deadline or None, index=index), **options)

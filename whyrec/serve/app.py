@@ -30,6 +30,7 @@ import os
 import queue
 import re
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
@@ -170,14 +171,12 @@ class Guard:
                                                               "header (or Authorization: Bearer KEY)"},
                                         [(b"www-authenticate", b"Bearer")])
             q = self.queue
-            if q is not None and q.max_pending is not None and q.pending >= q.max_pending \
-                    and _EXPLANATIONS.match(scope["path"]):
+            if q is not None and q.full() and _EXPLANATIONS.match(scope["path"]):
                 # shed here, before routing and validation: under overload a refusal must cost next to
                 # nothing, or refusing alone starves the workers of the CPU they need to catch up
                 q.shed += 1
-                return await _send_json(send, 503, {"detail": f"server busy: {q.pending} explanations already "
-                                                              "queued; retry shortly"},
-                                        [(b"retry-after", b"1")], close=False)
+                return await _send_json(send, 503, {"detail": q.busy_message()}, [(b"retry-after", b"1")],
+                                        close=False)
         await self.app(scope, receive, send)
 
 
@@ -556,10 +555,14 @@ class ExplainQueue:
     lock or semaphore, which wakes waiters in no particular order, jobs start in the order they
     arrived, so with ``n`` requests in flight none waits for more than the ``n - 1`` before it.
 
-    Overload: with ``max_pending`` jobs already waiting or running, a new one is refused at once
-    (:class:`Overloaded`, answered 503 with ``Retry-After``); a job still waiting when its
-    ``deadline`` (seconds after it was submitted) passes is dropped unstarted and its request answered
-    503, so no request waits longer than the deadline and no thread computes an answer nobody awaits.
+    Overload: a new job is refused at once (:class:`Overloaded`, answered 503 with ``Retry-After``)
+    when ``max_pending`` jobs are already waiting or running, or when the jobs ahead of it would take
+    longer than the ``deadline`` by the recent service time (``pending / workers × t̄``, ``t̄`` an
+    exponential average of the seconds per job), so under overload a request is refused at once
+    rather than after waiting out its deadline; a job that no worker has started when its ``deadline``
+    (seconds after it was submitted) passes is dropped unstarted and its request answered 503, so no
+    request waits for a worker longer than the deadline and no thread computes an answer nobody awaits;
+    a job started in time is awaited to its end.
     """
 
     def __init__(self, fn, workers: int = 1, max_pending: Optional[int] = None, deadline: Optional[float] = None):
@@ -570,30 +573,47 @@ class ExplainQueue:
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
+        self._state_lock = threading.Lock()
         self.pending = 0  # submitted, not yet settled (changed on the event loop thread only)
         self.shed = 0
         self.expired = 0
+        self.service_time = 0.0  # seconds per job, exponentially averaged (written by the workers)
+
+    def full(self) -> bool:
+        """Whether a new job would be refused: ``max_pending`` reached, or the jobs ahead of it would
+        take longer than the deadline at the recent service time."""
+        if self.max_pending is not None and self.pending >= self.max_pending:
+            return True
+        return self.deadline is not None and self.pending * self.service_time > self.deadline * self.workers
+
+    def busy_message(self) -> str:
+        return f"server busy: {self.pending} explanations already queued; retry shortly"
 
     async def submit(self, job):
         if not self._threads:
             self._start()
-        if self.max_pending is not None and self.pending >= self.max_pending:
+        if self.full():
             self.shed += 1
-            raise Overloaded(f"server busy: {self.pending} explanations already queued; retry shortly")
+            raise Overloaded(self.busy_message())
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        expires = None if self.deadline is None else loop.time() + self.deadline
+        ticket = [job, loop, future, "waiting"]  # a worker moves it to "started"; the deadline to "expired"
         self.pending += 1
         try:
-            self.jobs.put((job, loop, future, expires))
-            if expires is None:
+            self.jobs.put(ticket)
+            if self.deadline is None:
                 return await future
             try:
                 return await asyncio.wait_for(asyncio.shield(future), self.deadline)
             except asyncio.TimeoutError:
-                future.cancel()  # a worker that has not started it skips it
+                with self._state_lock:
+                    expired = ticket[3] == "waiting"
+                    if expired:
+                        ticket[3] = "expired"  # a worker that has not started it skips it
+                if not expired:  # a worker has started it within the deadline: its answer is worth waiting for
+                    return await future
                 self.expired += 1
-                raise Overloaded(f"server busy: no answer within the {self.deadline:g} s deadline; "
+                raise Overloaded(f"server busy: no worker free within the {self.deadline:g} s deadline; "
                                  "retry shortly") from None
         finally:
             self.pending -= 1
@@ -607,13 +627,19 @@ class ExplainQueue:
 
     def _work(self) -> None:
         while True:
-            job, loop, future, expires = self.jobs.get()
-            if future.cancelled() or (expires is not None and loop.time() > expires):
-                continue  # its request has been answered 503 already (or soon will be)
+            ticket = self.jobs.get()
+            job, loop, future = ticket[:3]
+            with self._state_lock:
+                if ticket[3] != "waiting" or future.cancelled():
+                    continue  # its request has been answered 503 already (or the client went away)
+                ticket[3] = "started"
+            started = time.perf_counter()
             try:
                 result, error = self.fn(job), None
             except BaseException as err:  # handed to the awaiting request, which maps it to a status
                 result, error = None, err
+            took = time.perf_counter() - started
+            self.service_time = took if not self.service_time else 0.8 * self.service_time + 0.2 * took
             try:
                 loop.call_soon_threadsafe(_settle, future, result, error)
             except RuntimeError:  # the event loop is gone (server shut down): nobody is waiting
@@ -824,14 +850,12 @@ def running_server(app, host: str = "127.0.0.1", port: int = 0, timeout: float =
 
     For tests and benchmarks: the server stops (and the thread ends) when the ``with`` block exits.
     """
-    import time
 
     import uvicorn
 
-    from .protocol import json_http_protocol
+    from .protocol import server_options
 
-    options = {"log_level": "warning", "access_log": False, "lifespan": "off", "http": json_http_protocol(),
-               **uvicorn_options}
+    options = server_options(access_log=False, lifespan="off", **uvicorn_options)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
     thread = threading.Thread(target=server.run, name="whyrec-serve", daemon=True)
     thread.start()
