@@ -421,3 +421,61 @@ def test_explanation_queue_is_first_in_first_out_and_hands_back_errors():
     assert started == ["a", "b", "bad", "c", "d"]
     assert out[:2] == ["aa", "bb"] and out[3:] == ["cc", "dd"]
     assert isinstance(out[2], KeyError) and out[2].args == ("no such user",)
+
+
+# ------------------------------------------------------------------------------------------------ #
+# the service only wraps the library: the same request gives the same JSON from Python and HTTP
+# ------------------------------------------------------------------------------------------------ #
+def test_python_and_http_give_the_same_json(client, run):
+    liked = ["toy story", "50", "Fargo (1996)"]
+    body = client.post("/recommendations", json={"liked": liked, "k": 7}).json()
+    py = run.recommend(liked=liked, k=7).to_dict()
+    assert body["recommendations"] == json.loads(json.dumps(py["recommendations"]))
+    assert all(r["because"] for r in py["recommendations"])  # the library itself says "because you liked"
+    assert body["profile"] == run.profile(liked=liked)
+    assert client.get("/items?q=star&limit=20").json()["items"] == run.search("star", limit=20)
+    user = client.get("/users/1/recommendations?k=5").json()
+    assert user["profile"] == run.profile(user="1")
+    assert [r["item_id"] for r in user["recommendations"]] == [r.item for r in run.recommend(user="1", k=5)]
+
+
+def test_genre_profile_counts_by_hand(run):
+    from whyrec.recommend import genre_profile
+
+    toy, star = run.titles().resolve("1"), run.titles().resolve("50")  # Animation|Children's|Comedy; Action|Adventure|Romance|Sci-Fi|War
+    prof = {g["genre"]: (g["count"], g["share"]) for g in genre_profile(run, [toy, star, toy])}
+    assert prof["Animation"] == (2, 2 / 3) and prof["Sci-Fi"] == (1, 1 / 3)
+    assert list(prof)[:3] == ["Animation", "Children's", "Comedy"]  # most frequent first, ties by name
+    with pytest.raises(ValueError, match="either user"):
+        run.profile()
+
+
+def test_fold_in_contributions_equal_a_dense_computation():
+    """A 2-user, 3-item graph by hand: the per-liked-item terms are w_j Σ_k α_{k+1} e_j^(k) · e_r with
+    the layers from a dense normalized adjacency, and they sum to the folded-in user's scores."""
+    import scipy.sparse as sp
+    import torch
+
+    from whyrec.models import LightGCN, LightGCNConfig
+
+    train = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1]], dtype=np.float32))
+    torch.manual_seed(0)
+    model = LightGCN(2, 3, LightGCNConfig(dim=4, n_layers=2), graph=train)
+    a = np.zeros((5, 5))
+    a[:2, 2:], a[2:, :2] = train.toarray(), train.toarray().T
+    d = a.sum(1)
+    norm = a / np.sqrt(np.outer(d, d))
+    e0 = model._emb0().detach().double().numpy()
+    layers = [e0, norm @ e0, norm @ norm @ e0]
+    final = sum(alpha * x for alpha, x in zip([1 / 3] * 3, layers))
+    liked, targets = [0, 2], [0, 1, 2]
+    deg = train.toarray().sum(0)
+    w = 1 / np.sqrt(len(liked) * (deg[liked] + 1))
+    want = np.stack([w[j] * sum(layers[k][2 + liked[j]] / 3 for k in range(2)) @ final[2:][targets].T
+                     for j in range(2)])
+    got = model.fold_in_contributions(liked, targets).double().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    scores = model.score_vectors(model.fold_in(torch.tensor(liked)).unsqueeze(0))[0].detach().double().numpy()
+    np.testing.assert_allclose(got.sum(0), scores[targets], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="distinct"):
+        model.fold_in_contributions([0, 0], targets)

@@ -118,15 +118,90 @@ def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) 
             scores[items] = -torch.inf
             top = torch.topk(scores, min(k, run.n_items))
     rows = _rows(run, top.indices.numpy(), top.values.numpy())
-    if can(model, EXACT_HISTORY) and rows:
-        contrib = model.history_contributions(items, top.indices[: len(rows)].numpy())  # (|L|, R)
-        for r, row in enumerate(rows):
-            order = torch.argsort(contrib[:, r], descending=True).tolist()
-            row["because"] = [{"item_id": int(run.item_ids[items[j]]), "title": run.titles().label(items[j]),
-                               "contribution": float(contrib[j, r])} for j in order]
+    _add_because(run, items, rows, top.indices[: len(rows)])
     return {
         "liked": [run.titles().label(i) for i in items],
         "liked_ids": [int(run.item_ids[i]) for i in items],
         "k": k,
         "recommendations": rows,
     }
+
+
+def _add_because(run: Run, items: list[int], rows: list[dict], targets: torch.Tensor) -> None:
+    """``because`` on each new-user recommendation: every liked item's exact term in its score, from
+    the model's own decomposition — a graph filter's new row (:meth:`~whyrec.models.spectral.
+    LinearFilter.history_contributions`) or a LightGCN fold-in (:meth:`~whyrec.models.LightGCN.
+    fold_in_contributions`). Left out where the terms do not sum to the scores (a fold-in whose
+    scoring adds more than the propagated items, e.g. side features): nothing rather than something
+    wrong."""
+    model = run.model
+    if not rows:
+        return
+    with torch.no_grad():
+        if can(model, EXACT_HISTORY):
+            contrib = model.history_contributions(items, targets.numpy())  # (|L|, R)
+        elif can(model, FOLD_IN):
+            contrib = model.fold_in_contributions(torch.as_tensor(items), targets).float()
+            totals = contrib.sum(0)
+            if any(abs(float(totals[r]) - row["score"]) > 1e-3 * (1.0 + abs(row["score"])) for r, row in enumerate(rows)):
+                return
+        else:
+            return
+    for r, row in enumerate(rows):
+            order = torch.argsort(contrib[:, r], descending=True).tolist()
+            row["because"] = [{"item_id": int(run.item_ids[items[j]]), "title": run.titles().label(items[j]),
+                               "contribution": float(contrib[j, r])} for j in order]
+
+
+def genre_profile(run: Run, items) -> list[dict]:
+    """The genres of ``items`` (indices), most frequent first: ``[{"genre", "count", "share"}]`` with
+    ``share = count / len(items)``; empty for a dataset without genres."""
+    items = np.asarray(items, dtype=np.int64).reshape(-1)
+    if not run.item_genres or items.size == 0:
+        return []
+    counts: dict[str, int] = {}
+    for i in items:
+        for g in run.item_genres[int(i)] or ():
+            counts[g] = counts.get(g, 0) + 1
+    order = sorted(counts, key=lambda g: (-counts[g], g))
+    return [{"genre": g, "count": counts[g], "share": counts[g] / items.size} for g in order]
+
+
+def search_items(run: Run, query: str, limit: int = 10) -> list[dict]:
+    """Items whose title matches ``query``, for autocompletion: the item with that raw id first (a
+    numeric query), then titles starting with the query, then titles with a word starting with it,
+    each group most interacted-with first. ``[{"item_id", "title", "genres", "n_interactions"}]``."""
+    from .data.titles import normalize_title
+
+    cached = getattr(run, "_search_index", None)
+    if cached is None:
+        popularity = np.diff(run.matrices["seen"].tocsc().indptr).astype(np.int64)
+        keys = [normalize_title(run.titles().label(i)) for i in range(run.n_items)]
+        cached = run._search_index = (keys, np.argsort(-popularity, kind="stable"), popularity)
+    keys, by_popularity, popularity = cached
+    hits: list[tuple[int, int]] = []  # (group, index)
+    query = query.strip()
+    if query.isdigit():
+        try:
+            hits.append((0, run.titles().resolve(query)))
+        except KeyError:
+            pass
+    n = normalize_title(query)
+    if n:
+        word = " " + n
+        for i in by_popularity:
+            key = keys[i]
+            if key.startswith(n):
+                hits.append((1, int(i)))
+            elif word in " " + key:
+                hits.append((2, int(i)))
+    seen, out = set(), []
+    for _, i in sorted(hits, key=lambda h: h[0]):  # stable: popularity order within a group
+        if i in seen:
+            continue
+        seen.add(i)
+        out.append({"item_id": int(run.item_ids[i]), "title": run.titles().label(i),
+                    "genres": run.item_genres[i] if run.item_genres else [], "n_interactions": int(popularity[i])})
+        if len(out) >= limit:
+            break
+    return out

@@ -253,6 +253,26 @@ class Run(UserItemIds):
             return Recommendations(recommend_for_user(self, user, int(k), index=index))
         return Recommendations(recommend_for_new_user(self, [str(x) for x in liked], int(k), index=index))
 
+    def search(self, query: str, limit: int = 10) -> list[dict]:
+        """Items whose title (or raw id) matches ``query``, prefix matches first, most interacted-with
+        first: ``[{"item_id", "title", "genres", "n_interactions"}]`` (:func:`whyrec.recommend.search_items`)."""
+        from .recommend import search_items
+
+        return search_items(self, str(query), int(limit))
+
+    def profile(self, user=None, liked=None) -> list[dict]:
+        """The genre profile of a known ``user``'s interactions (raw id), or of the items a new user
+        ``liked`` (titles or raw ids): ``[{"genre", "count", "share"}]``, most frequent first."""
+        from .recommend import genre_profile, resolve_items
+
+        if (user is None) == (not liked):
+            raise ValueError("give either user= (a raw id) or liked= (a list of items)")
+        if user is not None:
+            seen = self.matrices["seen"]
+            u = self.user_index(user)
+            return genre_profile(self, seen.indices[seen.indptr[u]:seen.indptr[u + 1]])
+        return genre_profile(self, resolve_items(self, [str(x) for x in liked]))
+
     def explain(self, user, item=None, method: str = "history", **options):
         """Why ``user`` (raw id) gets ``item`` (raw id or title; default: their first recommendation),
         by ``method`` (:func:`whyrec.explain.supported_methods` lists this run's): an

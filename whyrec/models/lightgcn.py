@@ -256,6 +256,30 @@ class LightGCN(Recommender):
                 out = out + self.alphas[k + 1] * e_k1
         return out
 
+    def fold_in_contributions(self, liked_items, items) -> Tensor:
+        """``(|L|, R)``: each liked item's exact term in a folded-in new user's score for ``items``.
+
+        With :meth:`fold_in`'s ``e_c = Σ_k α_{k+1} Σ_{j∈L} w_j e_j^(k)`` (no layer-0 term) and
+        ``w_j = 1/sqrt(|L| (deg(j)+1))``, the score is a sum of one term per liked item::
+
+            score(c, r) = e_c · e_r = Σ_{j∈L} w_j Σ_{k=0..K-1} α_{k+1} e_j^(k) · e_r
+
+        Row ``j`` is ``liked_items[j]``'s term; each column sums to ``score_vectors(fold_in(L))`` at
+        ``items[r]``. ``liked_items``: ``(|L|,)`` distinct item ids; ``items``: ``(R,)`` item ids.
+        """
+        liked = self._ids(liked_items).reshape(-1)
+        targets = self._ids(items).reshape(-1)
+        if liked.numel() == 0 or torch.unique(liked).numel() != liked.numel():
+            raise ValueError("fold_in_contributions needs distinct liked items, at least one")
+        with torch.no_grad():
+            layers = self.layer_embeddings()
+            _, item_final = self.embeddings()
+            d_i = self.item_degree.to(liked.device)[liked].to(layers[0].dtype) + 1.0
+            w = 1.0 / torch.sqrt(float(liked.numel()) * d_i)  # (|L|,)
+            nodes = liked + self.n_users
+            mixed = sum(float(self.alphas[k + 1]) * layers[k][nodes] for k in range(self.n_layers))  # (|L|, d)
+            return w.unsqueeze(1) * (mixed @ item_final[targets].to(mixed).T)
+
     def extra_repr(self) -> str:
         return (f"n_users={self.n_users}, n_items={self.n_items}, dim={self.config.dim}, "
                 f"n_layers={self.n_layers}, graph={'set' if self.adj is not None else 'unset'}")

@@ -44,7 +44,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from ..models.base import DOT, FOLD_IN, can
+from ..recommend import genre_profile
+from ..models.base import DOT, can
 from . import MethodUnavailable, UnsupportedMethod, available_methods, explanation_module, supported_methods
 
 try:  # orjson is optional: several times faster than json for the response bodies
@@ -329,7 +330,6 @@ class Service:
         self.seen_indptr = seen.indptr.astype(np.int64)
         self.seen_indices = seen.indices.astype(np.int64)
         self.seen_t = torch.from_numpy(self.seen_indices)
-        self.popularity = np.diff(seen.tocsc().indptr).astype(np.int64)
         self.U = self.IT = self.S = None
         if can(model, DOT):  # score = e_u · e_i: precompute both
             with torch.inference_mode():
@@ -347,24 +347,11 @@ class Service:
         from ..recommend import supports_new_users
 
         self.new_users = supports_new_users(model)
-        # genres as a multi-hot matrix, for the genre profiles
-        genres = run.item_genres or [[] for _ in range(run.n_items)]
-        self.genre_names = sorted({g for gs in genres for g in (gs or [])})
-        col = {g: j for j, g in enumerate(self.genre_names)}
-        self.genre_mh = np.zeros((run.n_items, max(1, len(self.genre_names))), dtype=np.int32)
-        for i, gs in enumerate(genres):
-            for g in gs or []:
-                self.genre_mh[i, col[g]] = 1
         self._profiles: dict[int, list] = {}
+        genres = run.item_genres or [[] for _ in range(run.n_items)]
         self.item_meta = [(int(run.item_ids[i]), run.titles().label(i), list(genres[i] or []))
                           for i in range(run.n_items)]
-        # title search
-        from ..data.titles import normalize_title
-
-        self.normalize = normalize_title
-        labels = [run.titles().label(i) for i in range(run.n_items)]
-        self.search_keys = [normalize_title(t) for t in labels]
-        self.by_popularity = np.argsort(-self.popularity, kind="stable")
+        run.search("")  # builds the run's title-search index once, before any request
 
         #: explanations are computed by this many worker threads, in arrival order (FIFO)
         self.explain_workers = int(explain_concurrency or min(2, os.cpu_count() or 1))
@@ -382,20 +369,11 @@ class Service:
                     pass
 
     # -- recommendations ---------------------------------------------------------------------- #
-    def profile(self, items: np.ndarray) -> list[dict]:
-        if not self.genre_names or len(items) == 0:
-            return []
-        counts = self.genre_mh[items].sum(0)
-        n = len(items)
-        order = np.argsort(-counts, kind="stable")
-        return [{"genre": self.genre_names[j], "count": int(counts[j]), "share": float(counts[j] / n)}
-                for j in order if counts[j] > 0]
-
     def user_profile(self, u: int) -> list[dict]:
-        """Genres of user ``u``'s seen items (computed once per user, then kept)."""
+        """:meth:`whyrec.run.Run.profile` of user ``u`` (computed once per user, then kept)."""
         prof = self._profiles.get(u)
         if prof is None:
-            prof = self._profiles[u] = self.profile(self.seen_indices[self.seen_indptr[u]:self.seen_indptr[u + 1]])
+            prof = self._profiles[u] = genre_profile(self.run, self.seen_indices[self.seen_indptr[u]:self.seen_indptr[u + 1]])
         return prof
 
     def recommend_user(self, raw_user: str, k: int) -> dict:
@@ -430,80 +408,17 @@ class Service:
         return out
 
     def recommend_new(self, liked: list, k: int) -> dict:
-        from ..recommend import recommend_for_new_user
-
-        run = self.run
-        out = recommend_for_new_user(run, [str(x) for x in liked], k, index=self.ann)
-        out["notes"] = run.titles().duplicates([str(x) for x in liked])
-        items = [self.run.item_lookup[r] for r in out["liked_ids"]]
-        out["profile"] = self.profile(np.asarray(items, dtype=np.int64))
-        self._add_because(items, out["recommendations"])
+        """:meth:`whyrec.run.Run.recommend` for a new user (with ``because`` where the model decomposes
+        the score), plus notes on liked items that resolved to the same item and their genre profile."""
+        liked = [str(x) for x in liked]
+        out = self.run.recommend(liked=liked, k=k, index=self.ann).to_dict()
+        out["notes"] = self.run.titles().duplicates(liked)
+        out["profile"] = self.run.profile(liked=liked)
         return out
-
-    def _add_because(self, liked: list[int], rows: list[dict]) -> None:
-        """Each liked item's exact share of a folded-in user's score.
-
-        With ``e_c = Σ_k α_{k+1} Σ_{j∈L} w_j e_j^(k)`` (:meth:`whyrec.models.LightGCN.fold_in`),
-        ``score(c, r) = Σ_{j∈L} [Σ_k α_{k+1} w_j e_j^(k) · e_r]``: a sum of one term per liked item.
-        Added only where the decomposition reproduces the scores (a LightGCN-type model).
-        """
-        model = self.run.model
-        if not rows or self.IT is None or not can(model, FOLD_IN):
-            return
-        try:
-            with torch.inference_mode():
-                layers = model.layer_embeddings()
-                liked_t = torch.as_tensor(liked, dtype=torch.long)
-                nodes = liked_t + model.n_users
-                d_i = model.item_degree[liked_t].to(torch.float32) + 1.0
-                w = 1.0 / torch.sqrt(float(len(liked)) * d_i)  # (|L|,)
-                rec_idx = [self.run.item_lookup[r["item_id"]] for r in rows]
-                target = self.IT[:, torch.as_tensor(rec_idx)]  # (d, R)
-                contrib = torch.zeros(len(liked), len(rows))
-                for k in range(model.n_layers):
-                    contrib += float(model.alphas[k + 1]) * w.unsqueeze(1) * (layers[k][nodes].float() @ target)
-        except Exception:  # never let the optional decomposition break a recommendation
-            return
-        totals = contrib.sum(0)
-        for r, row in enumerate(rows):
-            if abs(float(totals[r]) - row["score"]) > 1e-3 * (1.0 + abs(row["score"])):
-                return  # not this model's scoring rule: say nothing rather than something wrong
-        for r, row in enumerate(rows):
-            order = torch.argsort(contrib[:, r], descending=True).tolist()
-            row["because"] = [{"item_id": int(self.run.item_ids[liked[j]]),
-                               "title": self.run.titles().label(liked[j]),
-                               "contribution": float(contrib[j, r])} for j in order]
 
     # -- items -------------------------------------------------------------------------------- #
     def search(self, q: str, limit: int) -> list[dict]:
-        run = self.run
-        hits: list[tuple[int, int]] = []  # (class, index)
-        q = q.strip()
-        if q.isdigit():
-            try:
-                hits.append((0, run.titles().resolve(q)))
-            except KeyError:
-                pass
-        n = self.normalize(q)
-        if n:
-            words_prefix = " " + n
-            for i in self.by_popularity:
-                key = self.search_keys[i]
-                if key.startswith(n):
-                    hits.append((1, int(i)))
-                elif words_prefix in " " + key:
-                    hits.append((2, int(i)))
-        seen, out = set(), []
-        for _, i in sorted(hits, key=lambda h: h[0]):  # stable: popularity order within a class
-            if i in seen:
-                continue
-            seen.add(i)
-            out.append({"item_id": int(run.item_ids[i]), "title": run.titles().label(i),
-                        "genres": run.item_genres[i] if run.item_genres else [],
-                        "n_interactions": int(self.popularity[i])})
-            if len(out) >= limit:
-                break
-        return out
+        return self.run.search(q, limit)
 
     # -- explanations ------------------------------------------------------------------------- #
     def explain_key(self, method: str, raw_user: str, raw_item: str, options: dict) -> tuple:
