@@ -2,6 +2,7 @@
 
     python benchmarks/bench_load.py --run RUN_DIR [--connections 1,8,32,128,512] [--duration 5]
         [--methods history,concepts] [--out benchmarks/results/serve_load.json] [--serve-arg=--workers=2]
+        [--compare-arg=--loop=uvloop]
 
 Starts ``whyrec serve RUN_DIR`` in a subprocess on a free loopback port, then for the
 recommendation endpoint and for every explanation method the run offers (``/health``), runs
@@ -146,6 +147,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=None, help="users whose pairs are explained (default: all)")
     ap.add_argument("--top-items", type=int, default=5, help="explained items per user (its top recommendations)")
     ap.add_argument("--serve-arg", action="append", default=[], help="extra `whyrec serve` argument (repeatable)")
+    ap.add_argument("--compare-arg", action="append", default=[],
+                    help="start a second server with these extra arguments too (repeatable, e.g. "
+                         "--compare-arg=--loop=uvloop) and run every cell on both, interleaved, alternating "
+                         "which goes first; the rows of the second go under \"compare\" with ratios")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load.json")
     args = ap.parse_args()
     wrk = shutil.which("wrk")
@@ -153,20 +158,31 @@ def main() -> None:
         sys.exit("error: wrk is not installed (apt-get install -y wrk)")
     connections = [int(c) for c in args.connections.split(",") if c.strip()]
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH")] if p)}
-    serve_cmd = [sys.executable, "-m", "whyrec", "serve", str(args.run), "--port", str(port), *args.serve_arg]
-    server = subprocess.Popen(serve_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def start(extra: list[str]):
+        port = free_port()
+        cmd = [sys.executable, "-m", "whyrec", "serve", str(args.run), "--port", str(port), *args.serve_arg, *extra]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return f"http://127.0.0.1:{port}", cmd, proc
+
+    base, serve_cmd, server = start([])
+    servers = [server]
     results: dict = {"run": str(args.run), "serve_command": " ".join(serve_cmd[1:]), "machine": {
         "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
         "python": platform.python_version()}, "loadavg_start": loadavg(), "targets": TARGETS, "runs": {}}
+    other = None
+    if args.compare_arg:
+        other, other_cmd, proc = start(args.compare_arg)
+        servers.append(proc)
+        results.update(compare_command=" ".join(other_cmd[1:]), compare={})
     try:
         deadline = time.monotonic() + 180
-        while not up(base):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"whyrec serve did not start: {server.stderr.read() if server.stderr else ''}")
-            time.sleep(0.3)
+        for url, proc in zip([base, other], servers):
+            while not up(url):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"whyrec serve did not start: {proc.stderr.read() if proc.stderr else ''}")
+                time.sleep(0.3)
         health = get_json(base + "/health")
         users = json.loads((args.run / "users.json").read_text())["user_ids"]
         results["health"] = {k: health[k] for k in ("dataset", "model", "n_users", "n_items", "available_methods")}
@@ -181,19 +197,27 @@ def main() -> None:
                 endpoints[f"explanations/{m}"] = [f"/users/{u}/explanations/{i}?method={m}" for u, i in pairs]
             for name, paths in endpoints.items():
                 script = lua_script(paths, folder)
-                rows = []
-                for c in connections:
-                    row = run_wrk(wrk, base, script, c, args.duration, args.wrk_threads)
-                    row["service_up_after"] = up(base)
-                    rows.append(row)
-                    print(f"{name:<24} c={c:<4} {row['rps']:>8.1f} req/s  ok {row['ok_rps']:>8.1f}/s  "
-                          f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  max {row['max_ms']:7.1f} ms  "
-                          f"shed {row['shed_503']:>6}  other {row['other_non_2xx']}  sockerr {row['socket_errors']}"
-                          f"  timeouts {row['timeouts']}  load {row['loadavg_before'][0]:.2f}"
-                          f"{'' if row['service_up_after'] else '  SERVICE DOWN'}", flush=True)
+                rows, twins = [], []
+                for n, c in enumerate(connections):
+                    order = [(base, rows, ""), (other, twins, " (compare)")][: 2 if other else 1]
+                    for url, into, tag in (order if n % 2 == 0 else order[::-1]):
+                        row = run_wrk(wrk, url, script, c, args.duration, args.wrk_threads)
+                        row["service_up_after"] = up(url)
+                        into.append(row)
+                        print(f"{name + tag:<34} c={c:<4} {row['rps']:>8.1f} req/s  ok {row['ok_rps']:>8.1f}/s  "
+                              f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  max {row['max_ms']:7.1f} ms  "
+                              f"shed {row['shed_503']:>6}  other {row['other_non_2xx']}  sockerr {row['socket_errors']}"
+                              f"  timeouts {row['timeouts']}  load {row['loadavg_before'][0]:.2f}"
+                              f"{'' if row['service_up_after'] else '  SERVICE DOWN'}", flush=True)
+                if other:
+                    for a, b in zip(rows, twins):
+                        b["ratio_to_main"] = {key: round(b[key] / a[key], 3) if a[key] else None
+                                              for key in ("rps", "ok_rps", "p50_ms", "p99_ms", "max_ms")}
+                    results["compare"][name] = twins
                 results["runs"][name] = rows
     finally:
-        stop_process(server)
+        for proc in servers:
+            stop_process(proc)
     results["loadavg_end"] = loadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_name(args.out.name + ".tmp")
