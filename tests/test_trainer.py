@@ -4,11 +4,18 @@ and the settings' precedence (defaults, recipe, preset, flags, ``--opt``)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from typer.testing import CliRunner
 
+import whyrec
+from conftest import dataset_dir
+from whyrec.cli import app
 from whyrec.models import MF, MFConfig
 from whyrec.train import Callback, EarlyStopping, Objective, TrainConfig, Trainer, fit
 
@@ -169,3 +176,30 @@ def test_settings_precedence_defaults_recipe_preset_flags_opts():
     with pytest.raises(ValueError, match="--monitor must be one of recall@20"):
         plan_training("lightgcn", monitor="auc")
     assert plan_training("kgcn").train_values["lr"] == 5e-4
+
+
+# ------------------------------------------------------------------------------ lightgcn-aligned
+def test_lightgcn_aligned_is_lightgcn_plus_an_objective(tmp_path):
+    """With ``align_weight=0`` the alignment objective is BPR: the run equals ``--model lightgcn``'s
+    to the last digit; with the default weight it differs, logs ``align`` and still loads as a
+    plain LightGCN."""
+    def train(name, *extra):
+        out = tmp_path / name
+        res = CliRunner().invoke(app, ["train", "--dataset", "ml-100k", "--data-dir", str(dataset_dir("ml-100k")),
+                                       "--out", str(out), "--epochs", "2", "--eval-every", "1", "--seed", "0",
+                                       "--threads", "1", "--no-progress", *extra])
+        assert res.exit_code == 0, res.output
+        return out, json.loads((out / "metrics.json").read_text())["test"]
+
+    _, plain = train("plain", "--model", "lightgcn")
+    _, zero = train("zero", "--model", "lightgcn-aligned", "--opt", "align_weight=0")
+    out, aligned = train("aligned", "--model", "lightgcn-aligned")
+    assert zero == plain
+    assert aligned["recall@20"] != plain["recall@20"]
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves["align"].notna().all() and (curves["align"] < 0).all()  # minus a mean correlation
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_config"]["align_refits"] == 2 and config["model_config"]["align_weight"] == 0.1
+    run = whyrec.load(out)
+    assert type(run.model).__name__ == "LightGCN"
+    assert run.evaluate(k=(10, 20))["recall@20"] == pytest.approx(aligned["recall@20"], abs=1e-12)

@@ -1,7 +1,7 @@
 """``--model kgcn``: KGCN (Wang et al., WWW 2019; :mod:`whyrec.models.kgcn`) over the dataset's
 knowledge graph, trained with the paper's BCE protocol (every training positive with target 1 plus
 one uniformly sampled unobserved item with target 0, re-drawn every epoch;
-:func:`whyrec.train.bce.fit_bce`).
+:class:`whyrec.train.bce.BCE`).
 
 Model settings: ``--opt n_neighbors=K`` (8), ``--opt n_iter=H`` (1), ``--opt aggregator=sum|concat|neighbor``
 (sum), ``--opt neighbor_seed=S`` (default: follows ``--seed``); ``--dim`` (16).
