@@ -203,3 +203,15 @@ def test_lightgcn_aligned_is_lightgcn_plus_an_objective(tmp_path):
     run = whyrec.load(out)
     assert type(run.model).__name__ == "LightGCN"
     assert run.evaluate(k=(10, 20))["recall@20"] == pytest.approx(aligned["recall@20"], abs=1e-12)
+
+
+def test_cli_refuses_an_unknown_monitor_or_preset(tmp_path):
+    for flags, message in ((["--monitor", "auc"], "error: --monitor must be one of recall@20, ndcg@20, precision@20, "
+                                                  "hit_rate@20, mrr@20; got 'auc'"),
+                           (["--preset", "fast"], "error: lightgcn has no --preset 'fast'; its presets: paper"),
+                           (["--model", "pop", "--preset", "paper"], "error: pop has no --preset 'paper'; its presets: none")):
+        out = tmp_path / "run"
+        res = CliRunner().invoke(app, ["train", "--dataset", "ml-100k", "--data-dir", str(dataset_dir("ml-100k")),
+                                       "--out", str(out), "--no-progress", *flags])
+        assert res.exit_code == 1 and res.output.strip() == message, res.output
+        assert not out.exists()
