@@ -46,7 +46,7 @@ def fit(data, model: str = "lightgcn", split: Optional[str] = None, seed: int = 
     plan = plan_training(model, options=settings, ks=(k,) if isinstance(k, int) else tuple(k), **train_kw)
     trained = run_training(plan, data, split=split, seed=seed, progress=progress, out_dir=None,
                            note=lambda text: warnings.warn(text, stacklevel=3), **run_kw)
-    return Run.from_trained(trained)
+    return Run.from_trained(trained) if trained is not None else None  # None: a torchrun rank but 0
 
 
 def load(path: str | Path, device: str = "cpu"):

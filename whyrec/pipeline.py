@@ -108,11 +108,14 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
                  resume: bool = False, out_dir: Optional[Path] = None, progress=True,
                  note: Optional[Callable[[str], None]] = None) -> Trained:
     """Split ``data``, build the model, fit it (checkpoints in ``out_dir`` when given, else none),
-    evaluate it on the test part and return everything a run folder holds."""
+    evaluate it on the test part and return everything a run folder holds. Under torchrun the
+    model trains data-parallel (:mod:`whyrec.train.distributed`) and only rank 0 returns; the
+    other ranks return ``None``."""
     import torch
 
     from .data.splits import make_split
     from .evaluate import evaluate_ranking
+    from .train.distributed import from_environment
     from .train.loop import TrainConfig, Trainer
     from .train.recipes import ModelInputs
 
@@ -131,13 +134,20 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
     net = recipe.build(inputs, plan.model_config)
     config = TrainConfig(**plan.train_values, seed=seed, patience=patience or None, device=device,
                          num_threads=threads, resume=resume)
-    if recipe.summary is not None:
+    strategy = from_environment(device)  # torchrun: data-parallel; rank 0 alone reports and writes
+    lead = strategy is None or strategy.rank == 0
+    if recipe.summary is not None and lead:
         print(f"note: {recipe.summary(net, config)}", file=sys.stderr)
     if recipe.fit is not None:  # fitted in closed form
+        if not lead:
+            return None
         hist = recipe.fit(net, inputs, monitor_m, config, plan.model_config, progress)
     else:
         objective = recipe.objective(inputs, plan.model_config) if recipe.objective else None
-        hist = Trainer(net, objective, config, out_dir=out_dir, progress=progress).fit(train_m, monitor_m)
+        hist = Trainer(net, objective, config, out_dir=out_dir if lead else None, progress=progress if lead else False,
+                       strategy=strategy).fit(train_m, monitor_m)
+        if not lead:
+            return None
     model_config = plan.model_config
     if recipe.final_config is not None:  # settings chosen while fitting (e.g. on validation)
         model_config = recipe.final_config(net, model_config)

@@ -86,17 +86,25 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's)."),
     progress: bool = progress_option("Show a progress bar (--no-progress: one line per evaluation instead)."),
 ) -> None:
-    """Train a model and write a run folder (weights, config, split, id maps, metrics, curves)."""
+    """Train a model and write a run folder (weights, config, split, id maps, metrics, curves).
+
+    Data-parallel: `torchrun --nproc-per-node N $(which whyrec) train ...` (docs/lightgcn.md)."""
     from ..data import load_dataset
     from ..pipeline import plan_training, run_training
     from ..run import commit_run_dir, discard_run_dir, prepare_run_dir
     from ..train.checkpoint import TRAINING_STATE
+    from ..train.distributed import environment_rank
 
     # pointless hyper-parameters are refused before any work (the flags as given, then the model's defaults)
     plan = plan_training(model, options=parse_opts(opt), dim=dim, layers=layers, features=features, epochs=epochs,
                          batch_size=batch_size, lr=lr, reg=reg, eval_every=eval_every, lr_schedule=lr_schedule,
                          lr_min=lr_min, positives=positives, monitor=monitor, preset=preset, ks=parse_ks(k, (10, 20)))
     ks = plan.ks
+    if environment_rank():  # torchrun: the other ranks train their share; rank 0 writes the run
+        run_training(plan, load_dataset(dataset, data_dir), split=split, seed=seed, min_rating=min_rating,
+                     valid_ratio=valid_ratio, patience=patience, eval_on_test=eval_on_test, device=device,
+                     threads=threads, resume=resume, out_dir=None, progress=False)
+        return
     created = not out.exists()
     if resume:
         if overwrite:

@@ -16,9 +16,9 @@ genre-CAV alignment term). BPR, per step, for a batch of ``B`` triples ``(u, i, 
 batch's final embeddings come from :meth:`~whyrec.models.LightGCN.batch_embeddings`: one
 propagation of the whole graph per batch, backward through the symmetric sparse product.
 
-Data parallelism would plug in at two seams: :meth:`Objective.epoch` (each rank keeps its share
-of the epoch's rows) and :func:`minibatch_steps` (gradients all-reduced before the step), with
-the callbacks only on rank 0.
+Data parallelism (:mod:`whyrec.train.distributed`, ``torchrun``) is a strategy of the trainer:
+:func:`minibatch_steps` computes the rank's share of each batch and sums the gradients over the
+ranks before the step; rank 0 alone evaluates and runs the callbacks.
 """
 
 from __future__ import annotations
@@ -196,19 +196,32 @@ def _run_eval(model, evaluate, train, valid, ks) -> dict:
 
 
 def minibatch_steps(opt: torch.optim.Optimizer, tensors: tuple, batch_size: int,
-                    batch_loss: Callable[..., dict]) -> dict:
+                    batch_loss: Callable[..., dict], strategy=None) -> dict:
     """One pass over the rows of ``tensors`` (same length, already shuffled) in batches of
     ``batch_size``: ``batch_loss(*batch_slices) -> {"loss": scalar tensor, other logged scalars}``,
-    one optimizer step on ``"loss"`` per batch. Returns every entry's mean over the batches."""
+    one optimizer step on ``"loss"`` per batch. Returns every entry's mean over the batches.
+    ``strategy``: :class:`whyrec.train.distributed.DataParallel` to compute only this rank's share
+    of each batch and sum the weighted gradients over the ranks (default: one process)."""
+    from .distributed import Local
+
+    strategy = strategy or Local()
     n = int(tensors[0].shape[0])
     bs = int(batch_size)
+    if bs < strategy.world:
+        raise ValueError(f"batch size {bs} is smaller than the {strategy.world} processes")
     n_batches = max(1, math.ceil(n / bs))
     sums: dict = {}
     for b in range(n_batches):
-        sl = slice(b * bs, min((b + 1) * bs, n))
-        parts = batch_loss(*(t[sl] for t in tensors))
+        lo, hi = b * bs, min((b + 1) * bs, n)
+        start, stop = strategy.share(lo, hi)
         opt.zero_grad(set_to_none=True)
-        parts["loss"].backward()
+        if stop > start:
+            parts = batch_loss(*(t[start:stop] for t in tensors))
+            weight = (stop - start) / (hi - lo)
+            (parts["loss"] * weight if strategy.world > 1 else parts["loss"]).backward()
+        else:  # this rank's share of a short last batch is empty
+            parts, weight = {k: torch.zeros(()) for k in sums}, 0.0
+        parts = strategy.reduce(opt, parts, weight)
         opt.step()
         for name, value in parts.items():
             sums[name] = sums[name] + value.detach() if name in sums else value.detach()
@@ -279,20 +292,27 @@ class Trainer:
     During :meth:`fit` the callbacks see ``model``, ``objective``, ``config``, ``history``,
     ``opt``, ``device``, ``first_epoch``, ``at_eval`` (this epoch is an evaluation point) and set
     ``stop`` to end training after the current epoch.
+
+    ``strategy``: :class:`whyrec.train.distributed.DataParallel` under torchrun; its rank 0 alone
+    evaluates and runs the callbacks (default: one process).
     """
 
     def __init__(self, model: Recommender, objective: Optional[Objective] = None,
                  config: Optional[TrainConfig] = None, callbacks: Optional[list] = None,
                  evaluate: Optional[EvaluateFn] = None, out_dir: Optional[str | os.PathLike] = None,
-                 progress=True):
+                 progress=True, strategy=None):
         from .callbacks import default_callbacks
+        from .distributed import Local
 
         self.model, self.objective = model, objective or BPR()
         self.config = config or TrainConfig()
         self.evaluate = evaluate or _default_evaluate(self.config.eval_batch_size)
         self.out_dir = out_dir
+        self.strategy = strategy or Local()
         self.callbacks = default_callbacks(self.config, out_dir, progress, self.objective.resumable) \
             if callbacks is None else list(callbacks)
+        if self.strategy.rank != 0:  # rank 0 evaluates, stops, checkpoints and reports for all
+            self.callbacks, self.out_dir = [], None
         self.history = History(monitor=self.config.monitor, config=asdict(self.config))
         self.opt: Optional[torch.optim.Optimizer] = None
         self.device: Optional[torch.device] = None
@@ -309,7 +329,7 @@ class Trainer:
         model, config, hist = self.model, self.config, self.history
         if tuple(train_csr.shape) != (model.n_users, model.n_items):
             raise ValueError(f"train has shape {train_csr.shape}, model is {(model.n_users, model.n_items)}")
-        valid = valid_csr if valid_csr is not None and valid_csr.nnz else None
+        valid = valid_csr if valid_csr is not None and valid_csr.nnz and self.strategy.rank == 0 else None
         self.train_csr = train_csr
         old_threads = torch.get_num_threads()
         if config.num_threads:
@@ -326,7 +346,7 @@ class Trainer:
                     hist.best_epoch, hist.best_score, hist.best_metrics = 0, m.get(hist.monitor), m
                 model.eval()
                 return hist
-            if config.resume:
+            if config.resume and self.strategy.rank == 0:
                 if self.out_dir is None:
                     raise ValueError("resume needs the out_dir of the interrupted run")
                 if not self.objective.resumable:
@@ -339,6 +359,7 @@ class Trainer:
             self.opt = _adam(model.parameters(), config.lr)
             began = True
             self._call("on_begin")
+            self.strategy.sync(self)
             for epoch in range(self.first_epoch, config.epochs + 1):
                 row = self._train_epoch(epoch)
                 self.at_eval = epoch % config.eval_every == 0 or epoch == config.epochs
@@ -348,6 +369,7 @@ class Trainer:
                     hist.evals.append((epoch, m))
                 hist.epochs.append(row)
                 self._call("on_epoch", row)
+                self.stop = self.strategy.agree(self.stop)
                 if self.stop:
                     hist.stopped_early = True
                     break
@@ -374,7 +396,8 @@ class Trainer:
             group["lr"] = lr
         tensors = self.objective.epoch(epoch)
         t_sample = time.perf_counter() - t0
-        row = {"epoch": epoch, **minibatch_steps(self.opt, tensors, self.config.batch_size, self.objective.loss)}
+        row = {"epoch": epoch, **minibatch_steps(self.opt, tensors, self.config.batch_size, self.objective.loss,
+                                                 self.strategy)}
         self.objective.end_epoch(row)
         row.update(sample_seconds=t_sample, lr=lr, seconds=time.perf_counter() - t0)
         if not math.isfinite(row["loss"]):
