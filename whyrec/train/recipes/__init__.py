@@ -70,6 +70,12 @@ class Recipe:
     #: chosen during fitting, e.g. on validation); ``None``: the config they were built with
     final_config: Optional[Callable] = None
 
+    def __post_init__(self) -> None:
+        from ..loop import TrainConfig  # a recipe's training settings are checked when it is made
+
+        for chosen in (None, *self.presets):
+            TrainConfig(**{**self.train_defaults, **self.preset(chosen)["train"]})
+
     def preset(self, name: Optional[str]) -> dict:
         """``{"train": {...}, "options": {...}}`` of preset ``name`` (``None``: the defaults)."""
         if name is None:
