@@ -375,6 +375,7 @@ class Trainer:
                     break
             completed = True
         finally:
+            hist.seconds = time.perf_counter() - self.t_start  # training, without writing the curves
             if began:
                 self._call("on_end", completed)
             if completed:
@@ -383,7 +384,6 @@ class Trainer:
                 model.eval()
             if config.num_threads:
                 torch.set_num_threads(old_threads)
-            hist.seconds = time.perf_counter() - self.t_start
         hist.config.update(self.objective.info())
         return hist
 
