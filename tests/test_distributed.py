@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import dataset_dir
+from conftest import dataset_dir, interrupt_evaluation
 from whyrec.cli import app
 from whyrec.train.distributed import DataParallel
 
@@ -71,18 +71,8 @@ def test_two_gloo_processes_train_as_one(tmp_path):
 
 
 def test_a_distributed_resume_ends_as_the_uninterrupted_run(tmp_path, monkeypatch):
-    import whyrec.train.loop as loop
-
     one_process(*ARGS, "--out", tmp_path / "whole")
-    real_eval, calls = loop._run_eval, []
-
-    def interrupted_eval(*a, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_eval(*a, **kw)
-
-    monkeypatch.setattr(loop, "_run_eval", interrupted_eval)
+    interrupt_evaluation(monkeypatch, 3)
     res = CliRunner().invoke(app, [str(a) for a in [*ARGS, "--out", tmp_path / "cut"]])
     assert res.exit_code != 0 and (tmp_path / "cut" / "training_state.pt").is_file()
     res = torchrun(*ARGS, "--out", tmp_path / "cut", "--resume")
