@@ -14,17 +14,14 @@ from .app import (app, data_dir_option, dataset_option, echo_notes, friendly, me
 
 
 def parse_opts(values: list[str] | None) -> dict:
-    """``--opt factors=4 --opt gamma=0.1`` -> ``{"factors": 4, "gamma": 0.1}`` (numbers parsed)."""
+    """``--opt factors=4 --opt gamma=0.1`` -> ``{"factors": "4", "gamma": "0.1"}`` (the library parses
+    the values, :func:`whyrec.pipeline.parse_value`)."""
     out: dict = {}
     for v in values or []:
         key, sep, raw = v.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--opt expects KEY=VALUE, got {v!r}")
-        try:
-            value: object = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
+        out[key.strip()] = raw
     return out
 
 
