@@ -65,7 +65,7 @@ def child(args) -> dict:
     tconfig = TrainConfig(seed=args.seed, device="cpu", **train_values)
     monitor = valid if valid.nnz else None
     if recipe.fit:
-        hist = recipe.fit(model, ModelInputs(data.n_users, data.n_items, train, {}), monitor, tconfig, None, False)
+        hist = recipe.fit(model, ModelInputs(data.n_users, data.n_items, train, {}), monitor, tconfig, config, False)
     elif model.trainable:  # LightGCN, MF: the BPR loop of `whyrec train`
         from whyrec.train.loop import fit
 

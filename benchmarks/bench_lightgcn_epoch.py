@@ -95,7 +95,7 @@ def run_whyrec(R, n, warmup):
     t = time.perf_counter()
     model = LightGCN(*R.shape, LightGCNConfig(dim=DIM, n_layers=LAYERS), graph=R).train()
     t_graph = time.perf_counter() - t
-    opt = _adam(model.parameters(), LR, torch.device("cpu"))
+    opt = _adam(model.parameters(), LR)
     sampler = UniformNegativeSampler(R, seed=2020)
     t = time.perf_counter()
     users, pos, neg = sampler.sample_epoch(1)

@@ -18,6 +18,24 @@ def dataset_dir(name: str) -> Path:
     return path
 
 
+def interrupt_evaluation(monkeypatch, at: int):
+    """Make the trainer's ``at``-th validation evaluation raise ``KeyboardInterrupt`` (Ctrl-C in the
+    middle of a run, after the training state of the evaluations before was written). Returns a
+    function that puts the real evaluation back."""
+    import whyrec.train.loop as loop
+
+    real, calls = loop._run_eval, []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loop, "_run_eval", interrupted)
+    return lambda: monkeypatch.setattr(loop, "_run_eval", real)
+
+
 @pytest.fixture(scope="session")
 def ml100k():
     from whyrec.data import load_dataset

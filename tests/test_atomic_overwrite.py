@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import dataset_dir
+from conftest import dataset_dir, interrupt_evaluation
 from whyrec.cli import app
 
 runner = CliRunner()
@@ -52,18 +52,8 @@ def test_failing_retrain_on_bad_data_leaves_the_old_run_byte_identical(old_run, 
 
 
 def test_interrupted_retrain_leaves_the_old_run_byte_identical(old_run, monkeypatch):
-    import whyrec.train.loop as loop
-
     before, around = checksums(old_run), siblings(old_run)
-    real_eval, calls = loop._run_eval, []
-
-    def interrupted_eval(*a, **kw):  # Ctrl-C after the first evaluation (a training state exists)
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_eval(*a, **kw)
-
-    monkeypatch.setattr(loop, "_run_eval", interrupted_eval)
+    interrupt_evaluation(monkeypatch, 2)  # Ctrl-C after the first evaluation (a training state exists)
     result = runner.invoke(app, train_args(old_run, ML100K, "--overwrite", "--dim", "4"))
     assert result.exit_code != 0
     assert "still holds the previous run" in result.stderr

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from whyrec.models import LightGCN, LightGCNConfig
-from whyrec.train.bce import fit_bce, observed_pairs
-from whyrec.train.loop import TrainConfig
+from whyrec.train.bce import BCE, observed_pairs
+from whyrec.train.loop import TrainConfig, fit
 
 
 def test_observed_pairs_targets():
@@ -28,8 +28,8 @@ def test_bce_training_learns_on_ml100k(ml100k, tmp_path):
     torch.manual_seed(0)
     model = LightGCN(ml100k.n_users, ml100k.n_items, LightGCNConfig(dim=16, n_layers=2), graph=train)
     before = evaluate_ranking(model.score_users, train, test)["recall@20"]
-    hist = fit_bce(model, train, valid, TrainConfig(epochs=6, batch_size=4096, lr=1e-2, eval_every=2, seed=0,
-                                                    num_threads=1), out_dir=tmp_path, progress=False)
+    hist = fit(model, train, valid, TrainConfig(epochs=6, batch_size=4096, lr=1e-2, eval_every=2, seed=0,
+                                                num_threads=1), objective=BCE(), out_dir=tmp_path, progress=False)
     losses = [r["bce"] for r in hist.epochs]
     assert losses[-1] < losses[0] * 0.8
     after = evaluate_ranking(model.score_users, train, test)["recall@20"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import cli_fails, cli_ok as ok, dataset_dir
+from conftest import cli_fails, cli_ok as ok, dataset_dir, interrupt_evaluation
 from whyrec.cli import app
 
 runner = CliRunner()
@@ -193,27 +193,17 @@ def test_interrupted_train_resumes_to_the_same_weights(tmp_path, monkeypatch):
     ends with exactly the weights of an uninterrupted run; mismatches and misuse are one-line errors."""
     from safetensors.torch import load_file
 
-    import whyrec.train.loop as loop
-
     args = ["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--model", "lightgcn", "--epochs", "4",
             "--eval-every", "1", "--batch-size", "8192", "--lr", "0.01", "--lr-schedule", "cosine", "--patience", "0",
             "--no-progress", "--threads", "1"]
     ok(args + ["--out", tmp_path / "whole"])
 
-    real_eval, calls = loop._run_eval, []
-
-    def interrupted_eval(*a, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_eval(*a, **kw)
-
-    monkeypatch.setattr(loop, "_run_eval", interrupted_eval)
+    restore = interrupt_evaluation(monkeypatch, 3)
     cut = tmp_path / "cut"
     result = runner.invoke(app, [str(a) for a in args + ["--out", cut]])
     assert result.exit_code != 0 and "run the same command with --resume" in result.stderr
     assert (cut / "training_state.pt").is_file() and not (cut / "config.json").exists()
-    monkeypatch.setattr(loop, "_run_eval", real_eval)
+    restore()
 
     fails(args + ["--out", cut], "holds an interrupted training run", "--resume")
     fails(["evaluate", cut], "stopped before its end", "--resume")

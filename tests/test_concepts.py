@@ -157,11 +157,12 @@ def test_history_and_agreement():
 
 
 def test_alignment_regularizer_gradient_is_exact():
-    """The loss-injection trick gives the optimizer ∇(BPR + w · L_align) exactly."""
+    """The alignment objective's loss, and so the optimizer's gradient, is BPR + w · L_align exactly."""
     import scipy.sparse as sp
 
-    from whyrec.models import LightGCNConfig
-    from whyrec.train.alignment import AlignedLightGCN, batch_alignment_loss
+    from whyrec.models import LightGCN, LightGCNConfig
+    from whyrec.train.alignment import Alignment, batch_alignment_loss
+    from whyrec.train.loop import TrainConfig
     from whyrec.train.losses import bpr_loss
 
     rng = np.random.default_rng(0)
@@ -169,19 +170,20 @@ def test_alignment_regularizer_gradient_is_exact():
     genres = rng.random((40, 3)) < 0.3
     pref = rng.normal(size=(30, 3)).astype(np.float32)
     torch.manual_seed(0)
-    m = AlignedLightGCN(30, 40, LightGCNConfig(dim=8, n_layers=2), graph=train, align_weight=0.7)
-    m.enable_alignment(genres, pref, steps_per_epoch=1)
+    m = LightGCN(30, 40, LightGCNConfig(dim=8, n_layers=2), graph=train)
+    objective = Alignment(genres, pref, weight=0.7)
+    objective.setup(m, train, TrainConfig(reg=0.0, seed=0), torch.device("cpu"))
     m.train()
+    objective.epoch(1)  # fits the CAVs on the current item embeddings
+    assert objective.cavs.shape == (3, 8) and objective.refits == 1
     u, i, j = torch.tensor([0, 1, 2, 2]), torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8])
-    be = m.batch_embeddings(u, i, j)
-    loss = bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1))
-    g1 = torch.autograd.grad(loss, [m.user_emb.weight, m.item_emb.weight])
-    V = m._align["cavs"]
-    m.disable_alignment()
+    parts = objective.loss(u, i, j)
+    g1 = torch.autograd.grad(parts["loss"], [m.user_emb.weight, m.item_emb.weight])
     be = m.batch_embeddings(u, i, j)
     ref = bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1)) \
-        + 0.7 * batch_alignment_loss(be.users, V, torch.tensor(pref)[u])
+        + 0.7 * batch_alignment_loss(be.users, objective.cavs, torch.tensor(pref)[u])
     g2 = torch.autograd.grad(ref, [m.user_emb.weight, m.item_emb.weight])
+    assert float(parts["loss"].detach()) == pytest.approx(float(ref.detach()), abs=1e-6)
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, atol=1e-6)
 

@@ -17,11 +17,11 @@ from whyrec.explain.faithfulness import IMPORTANCE_FUNCTIONS, evaluate_faithfuln
 from whyrec.models.mf import MF
 from whyrec.models.resolved import Resolved, ResolvedConfig
 from whyrec.run import load_run, write_run
-from whyrec.train.elbo import fit_elbo
-from whyrec.train.loop import TrainConfig
+from whyrec.train.elbo import ELBO, EVAL_KS, MONITOR
+from whyrec.train.loop import TrainConfig, fit
 
 runner = CliRunner()
-CFG = {"dim": 8, "n_factors": 2, "batch_users": 64, "anneal_epochs": 0}
+CFG = {"dim": 8, "n_factors": 2, "anneal_epochs": 0}
 
 
 def one_error(result) -> str:
@@ -64,7 +64,8 @@ def runs(lastfm, tmp_path_factory):
     torch.manual_seed(0)
     model = Resolved(data.n_users, data.n_items, train, extras["item_entity"], int(extras["n_entities"][0]), None,
                      ResolvedConfig(**CFG))
-    fit_elbo(model, train, valid, TrainConfig(seed=0), None, progress=False, epochs=4, lr=1e-2, eval_every=2)
+    fit(model, train, valid, TrainConfig(seed=0, epochs=4, lr=1e-2, eval_every=2, batch_size=64, reg=1e-8, ks=EVAL_KS,
+                                         monitor=MONITOR), objective=ELBO(), progress=False)
     out = tmp_path_factory.mktemp("runs")
     (out / "resolved").mkdir()
     (out / "mf").mkdir()

@@ -10,8 +10,8 @@ import torch
 from whyrec.data.entities import build_entities, entity_graph_from_arrays
 from whyrec.data.errors import DataError
 from whyrec.models.resolved import Resolved, ResolvedConfig
-from whyrec.train.elbo import elbo_step_loss, fit_elbo
-from whyrec.train.loop import TrainConfig
+from whyrec.train.elbo import ELBO, elbo_step_loss
+from whyrec.train.loop import TrainConfig, fit
 
 # tiny graph: 3 users, 5 items, 4 entities
 TRAIN = sp.csr_matrix(np.array([[1, 1, 0, 1, 0],
@@ -134,8 +134,9 @@ def small_lastfm(lastfm):
     ie = np.stack([remap[ie[:, 0]], ie[:, 1]], 1)
     torch.manual_seed(0)
     m = Resolved(200, len(items), train, ie, g.n_entities, g.entity_entity,
-                 ResolvedConfig(batch_users=50, anneal_epochs=0, beta=0.2))
-    hist = fit_elbo(m, train, None, TrainConfig(seed=0), None, progress=False, epochs=8, lr=1e-2)
+                 ResolvedConfig(anneal_epochs=0, beta=0.2))
+    hist = fit(m, train, None, TrainConfig(seed=0, epochs=8, lr=1e-2, batch_size=50, reg=1e-8, eval_every=5),
+               objective=ELBO(), progress=False)
     return m, train, hist
 
 

@@ -177,7 +177,8 @@ def test_minibatch_steps_means_and_one_step_per_batch():
 
     def loss(xb):
         seen.append(xb.tolist())
-        return {"a": (w * xb).sum(), "b": torch.tensor(1.0)}
+        a, b = (w * xb).sum(), torch.tensor(1.0)
+        return {"a": a, "b": b, "loss": a + b}
 
     row = minibatch_steps(opt, (x,), 2, loss)
     assert seen == [[0.0, 1.0], [2.0, 3.0], [4.0]]

@@ -22,8 +22,8 @@ __all__ = ["fit", "load"]
 
 #: :func:`fit` keywords that are training settings (``whyrec train`` flags); every other keyword is
 #: a model option (``--opt KEY=VALUE``)
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "reg", "eval_every", "lr_schedule", "lr_min", "positives", "dim",
-              "layers", "features")
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "reg", "eval_every", "lr_schedule", "lr_min", "positives", "monitor",
+              "preset", "dim", "layers", "features")
 RUN_KEYS = ("min_rating", "valid_ratio", "patience", "eval_on_test", "device", "threads")
 
 
@@ -36,7 +36,7 @@ def fit(data, model: str = "lightgcn", split: Optional[str] = None, seed: int = 
     ``split``: ``user-holdout``, ``edge``, ``heldout-users`` or ``official`` (default: the dataset's
     own). Keywords named like ``whyrec train``'s flags (``epochs``, ``lr``, ``batch_size``, ``reg``,
     ``eval_every``, ``dim``, ``layers``, ``patience``, ``min_rating``, ``valid_ratio``, ``device``,
-    ``threads``, ...) are those settings; any other keyword is a model option (``--opt``), e.g.
+    ``threads``, ``monitor``, ``preset="paper"``, ...) are those settings; any other keyword is a model option (``--opt``), e.g.
     ``fit(data, model="gf-cf", alpha=0.5)``. Unknown options are a :class:`ValueError`."""
     from .pipeline import plan_training, run_training
     from .run import Run
@@ -46,7 +46,7 @@ def fit(data, model: str = "lightgcn", split: Optional[str] = None, seed: int = 
     plan = plan_training(model, options=settings, ks=(k,) if isinstance(k, int) else tuple(k), **train_kw)
     trained = run_training(plan, data, split=split, seed=seed, progress=progress, out_dir=None,
                            note=lambda text: warnings.warn(text, stacklevel=3), **run_kw)
-    return Run.from_trained(trained)
+    return Run.from_trained(trained) if trained is not None else None  # None: a torchrun rank but 0
 
 
 def load(path: str | Path, device: str = "cpu"):

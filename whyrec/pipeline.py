@@ -8,6 +8,7 @@ work on a dataset and returns a :class:`Trained` result.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -17,16 +18,15 @@ __all__ = ["TrainingPlan", "Trained", "plan_training", "run_training"]
 
 @dataclass
 class TrainingPlan:
-    """Checked settings of one training run (what ``whyrec train``'s flags say)."""
+    """Checked settings of one training run (what ``whyrec train``'s flags say): the recipe, the
+    model's config and the :class:`~whyrec.train.loop.TrainConfig` fields that differ from its
+    defaults (``train_values``); ``ks``: the test cut-offs."""
 
     recipe: object
     model_name: str
     model_config: dict
     train_values: dict
     ks: tuple = (10, 20)
-    lr_schedule: str = "constant"
-    lr_min: float = 0.0
-    positives: str = "interactions"
 
 
 @dataclass
@@ -68,26 +68,38 @@ def parse_value(raw):
 
 def plan_training(model: str = "lightgcn", *, options: Optional[dict] = None, dim=None, layers=None,
                   features: str = "user,item", epochs=None, batch_size=None, lr=None, reg=None, eval_every=None,
-                  lr_schedule: str = "constant", lr_min: float = 0.0, positives: str = "interactions",
+                  lr_schedule=None, lr_min=None, positives=None, monitor=None, preset: Optional[str] = None,
                   ks=(10, 20)) -> TrainingPlan:
-    """Check the settings of a training run; ``None`` means "the model's default"."""
-    from .train.loop import LR_SCHEDULES, check_train_values
+    """Check the settings of a training run; ``None`` means "the model's default".
+
+    Training settings, each later source winning: :class:`~whyrec.train.loop.TrainConfig`'s
+    defaults, the recipe's ``train_defaults``, the ``preset``'s, the flags, then ``--opt`` keys
+    the recipe names as training settings (``train_options``)."""
+    from .train.loop import LR_SCHEDULES, TrainConfig, check_monitor, check_train_values
     from .train.recipes import get_recipe
     from .train.sampling import check_positives
 
-    check_train_values({"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg, "eval_every": eval_every,
-                        "lr_min": lr_min}, flags=True)
-    recipe = get_recipe(model)
-    opts = {**recipe.model_options(dim, layers), "features": features,
-            **{k: parse_value(v) for k, v in (options or {}).items()}}
-    train_values = recipe.train_config({"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg,
-                                        "eval_every": eval_every})
-    model_config = recipe.model_config(opts)
-    if lr_schedule not in LR_SCHEDULES:
+    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg, "eval_every": eval_every,
+             "lr_min": lr_min}
+    check_train_values(flags, flags=True)
+    if lr_schedule is not None and lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
-    check_positives(positives, "--positives")
+    if positives is not None:
+        check_positives(positives, "--positives")
+    recipe = get_recipe(model)
+    chosen = recipe.preset(preset)
+    opts = {**recipe.model_options(dim, layers), "features": features, **chosen["options"],
+            **{k: parse_value(v) for k, v in (options or {}).items()}}
+    from_opts = {field: opts.pop(key) for key, field in recipe.train_options.items() if key in opts}
+    flags.update(lr_schedule=lr_schedule, positives=positives, monitor=monitor)
+    train_values = {**recipe.train_defaults, **chosen["train"], **{k: v for k, v in flags.items() if v is not None},
+                    **from_opts}
+    model_config = recipe.model_config(opts)
     check_train_values(train_values, flags=True)
-    return TrainingPlan(recipe, model, model_config, train_values, tuple(ks), lr_schedule, lr_min, positives)
+    if monitor is not None:
+        check_monitor(monitor, train_values.get("ks", TrainConfig.ks), "--monitor")
+    TrainConfig(**train_values)  # every other check
+    return TrainingPlan(recipe, model, model_config, train_values, tuple(ks))
 
 
 def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed: int = 2020,
@@ -96,12 +108,15 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
                  resume: bool = False, out_dir: Optional[Path] = None, progress=True,
                  note: Optional[Callable[[str], None]] = None) -> Trained:
     """Split ``data``, build the model, fit it (checkpoints in ``out_dir`` when given, else none),
-    evaluate it on the test part and return everything a run folder holds."""
+    evaluate it on the test part and return everything a run folder holds. Under torchrun the
+    model trains data-parallel (:mod:`whyrec.train.distributed`) and only rank 0 returns; the
+    other ranks return ``None``."""
     import torch
 
     from .data.splits import make_split
     from .evaluate import evaluate_ranking
-    from .train.loop import TrainConfig, fit
+    from .train.distributed import from_environment
+    from .train.loop import TrainConfig, Trainer
     from .train.recipes import ModelInputs
 
     recipe = plan.recipe
@@ -118,10 +133,21 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
     torch.manual_seed(seed)  # the initial weights too are a function of the seed
     net = recipe.build(inputs, plan.model_config)
     config = TrainConfig(**plan.train_values, seed=seed, patience=patience or None, device=device,
-                         num_threads=threads, lr_schedule=plan.lr_schedule, lr_min=plan.lr_min,
-                         positives=plan.positives, resume=resume)
-    trainer = recipe.fit or (lambda m, i, v, c, o, p: fit(m, i.train, v, c, out_dir=o, progress=p))
-    hist = trainer(net, inputs, monitor_m, config, out_dir, progress)
+                         num_threads=threads, resume=resume)
+    strategy = from_environment(device)  # torchrun: data-parallel; rank 0 alone reports and writes
+    lead = strategy is None or strategy.rank == 0
+    if recipe.summary is not None and lead:
+        print(f"note: {recipe.summary(net, config)}", file=sys.stderr)
+    if recipe.fit is not None:  # fitted in closed form
+        if not lead:
+            return None
+        hist = recipe.fit(net, inputs, monitor_m, config, plan.model_config, progress)
+    else:
+        objective = recipe.objective(inputs, plan.model_config) if recipe.objective else None
+        hist = Trainer(net, objective, config, out_dir=out_dir if lead else None, progress=progress if lead else False,
+                       strategy=strategy).fit(train_m, monitor_m)
+        if not lead:
+            return None
     model_config = plan.model_config
     if recipe.final_config is not None:  # settings chosen while fitting (e.g. on validation)
         model_config = recipe.final_config(net, model_config)

@@ -14,17 +14,14 @@ from .app import (app, data_dir_option, dataset_option, echo_notes, friendly, me
 
 
 def parse_opts(values: list[str] | None) -> dict:
-    """``--opt factors=4 --opt gamma=0.1`` -> ``{"factors": 4, "gamma": 0.1}`` (numbers parsed)."""
+    """``--opt factors=4 --opt gamma=0.1`` -> ``{"factors": "4", "gamma": "0.1"}`` (the library parses
+    the values, :func:`whyrec.pipeline.parse_value`)."""
     out: dict = {}
     for v in values or []:
         key, sep, raw = v.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--opt expects KEY=VALUE, got {v!r}")
-        try:
-            value: object = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
+        out[key.strip()] = raw
     return out
 
 
@@ -53,25 +50,29 @@ def train(
         None, help="user-holdout, edge, heldout-users or official (default: the dataset's own)."),
     min_rating: float = typer.Option(4.0, help="Ratings >= this are positives (explicit data)."),
     valid_ratio: float = typer.Option(0.0, help="official split: share of each user's training moved to validation."),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default: the model's; LightGCN: the paper's 1000)."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="A named setting of the model instead of its defaults: paper (the paper's schedule; "
+        "LightGCN: 1000 epochs at lr 1e-3). Flags still win."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default: the model's; LightGCN: 150)."),
     batch_size: Optional[int] = typer.Option(
         None, help="Training examples per batch (default: the model's; LightGCN: the paper's 2048)."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default: the model's; LightGCN: the paper's 1e-3)."),
-    lr_schedule: str = typer.Option("constant", "--lr-schedule",
-                                    help="constant (paper) or cosine: a half cosine from --lr to --lr-min over --epochs "
-                                         "(BPR and BCE trainers)."),
-    lr_min: float = typer.Option(0.0, "--lr-min", help="Final learning rate of --lr-schedule cosine."),
-    positives: str = typer.Option(
-        "interactions", "--positives",
-        help="How positives are sampled each epoch: interactions (each training interaction once) or users "
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default: the model's; LightGCN: 5e-3)."),
+    lr_schedule: Optional[str] = typer.Option(
+        None, "--lr-schedule", help="constant (default) or cosine: a half cosine from --lr to --lr-min over --epochs."),
+    lr_min: Optional[float] = typer.Option(None, "--lr-min", help="Final learning rate of --lr-schedule cosine (0)."),
+    positives: Optional[str] = typer.Option(
+        None, "--positives",
+        help="How positives are sampled each epoch: interactions (default; each training interaction once) or users "
              "(uniform users, each with a random positive, as the LightGCN authors' code does)."),
     layers: Optional[int] = typer.Option(None, help="LightGCN propagation layers K (default 3, the paper's)."),
     dim: Optional[int] = typer.Option(None, help="Embedding size (default: the model's; LightGCN: the paper's 64)."),
     reg: Optional[float] = typer.Option(
         None, help="L2 weight (default: the model's; LightGCN: the paper's 1e-4 on the batch's layer-0 rows)."),
     seed: int = seed_option("Seed for the split, initialisation and sampling."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate on validation every N epochs (default: the model's; 20)."),
-    patience: int = typer.Option(5, help="Stop after this many evaluations without a better recall@20 (0: never)."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate on validation every N epochs (default: the model's; 10)."),
+    patience: int = typer.Option(5, help="Stop after this many evaluations without a better --monitor (0: never)."),
+    monitor: Optional[str] = typer.Option(
+        None, "--monitor", help="Validation metric that picks the best epoch (default: the model's; recall@20)."),
     eval_on_test: bool = typer.Option(
         False, "--eval-on-test", help="Monitor the test split during training, as the LightGCN authors' code does "
         "(optimistic; use when the split has no validation part)."),
@@ -82,17 +83,25 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's)."),
     progress: bool = progress_option("Show a progress bar (--no-progress: one line per evaluation instead)."),
 ) -> None:
-    """Train a model and write a run folder (weights, config, split, id maps, metrics, curves)."""
+    """Train a model and write a run folder (weights, config, split, id maps, metrics, curves).
+
+    Data-parallel: `torchrun --nproc-per-node N $(which whyrec) train ...` (docs/lightgcn.md)."""
     from ..data import load_dataset
     from ..pipeline import plan_training, run_training
     from ..run import commit_run_dir, discard_run_dir, prepare_run_dir
     from ..train.checkpoint import TRAINING_STATE
+    from ..train.distributed import environment_rank
 
     # pointless hyper-parameters are refused before any work (the flags as given, then the model's defaults)
     plan = plan_training(model, options=parse_opts(opt), dim=dim, layers=layers, features=features, epochs=epochs,
                          batch_size=batch_size, lr=lr, reg=reg, eval_every=eval_every, lr_schedule=lr_schedule,
-                         lr_min=lr_min, positives=positives, ks=parse_ks(k, (10, 20)))
+                         lr_min=lr_min, positives=positives, monitor=monitor, preset=preset, ks=parse_ks(k, (10, 20)))
     ks = plan.ks
+    if environment_rank():  # torchrun: the other ranks train their share; rank 0 writes the run
+        run_training(plan, load_dataset(dataset, data_dir), split=split, seed=seed, min_rating=min_rating,
+                     valid_ratio=valid_ratio, patience=patience, eval_on_test=eval_on_test, device=device,
+                     threads=threads, resume=resume, out_dir=None, progress=False)
+        return
     created = not out.exists()
     if resume:
         if overwrite:

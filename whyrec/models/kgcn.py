@@ -47,7 +47,7 @@ Choices the paper leaves open (all as the authors' TensorFlow code unless said):
   ``(1/K) Σ π̃ e``; this module follows the paper.
 * Initialisation: Glorot-uniform for the user, entity and relation embeddings and
   for each ``W_i``, zero biases (the authors' ``xavier_initializer``). No dropout.
-* L2 (done by the trainer, :func:`whyrec.train.bce.fit_bce`): on the batch rows
+* L2 (done by the trainer, :class:`whyrec.train.bce.BCE`): on the batch rows
   returned in :class:`BatchEmbeddings` ``users0``/``pos0``/``neg0`` = the user's
   embedding row and the item's own entity row (not on relations, neighbour
   entities or ``W``; the authors' code penalises the whole matrices and ``W``).

@@ -75,11 +75,12 @@ class ResolvedConfig:
     """Hyper-parameters; defaults are the seed's Table 1 for Last.fm.
 
     ``dim``: D, size of one segment; ``n_factors``: C (``n_entity_factors`` C1 and
-    ``n_item_factors`` C2 default to it); ``gamma``: γ of eq. 9–10; training (used by
-    :mod:`whyrec.train.elbo`): ``lr`` 2e-4, ``l2`` 1e-8 (weight of ``Σ‖θ‖²`` over all
-    parameters), ``batch_users`` 128, ``epochs`` 100, ``beta`` the final KL weight and
-    ``anneal_epochs`` the epochs over which it grows linearly from 0 (KL annealing as in
-    Mult-VAE; the seed does not say), ``eval_every`` epochs between validation runs.
+    ``n_item_factors`` C2 default to it); ``gamma``: γ of eq. 9–10; the ELBO's terms (used by
+    :class:`whyrec.train.elbo.ELBO`): ``beta`` the final KL weight and ``anneal_epochs`` the
+    epochs over which it grows linearly from 0 (KL annealing as in Mult-VAE; the seed does not
+    say). The optimisation settings (Table 1: lr 2e-4, l2 1e-8, 128 users a batch, 100 epochs,
+    evaluation every 5) are a :class:`~whyrec.train.loop.TrainConfig`'s
+    (:mod:`whyrec.train.recipes.resolved`).
     ``input_dropout``: during training each history item is left out of the *encoder's*
     input with this probability (the reconstruction target stays the full history;
     Mult-VAE's denoising; not in the seed). ``first_term``: keep eq. 13's first (plain CF)
@@ -90,13 +91,8 @@ class ResolvedConfig:
     n_entity_factors: Optional[int] = None
     n_item_factors: Optional[int] = None
     gamma: float = 0.1
-    lr: float = 2e-4
-    l2: float = 1e-8
-    batch_users: int = 128
-    epochs: int = 100
     beta: float = 0.2
     anneal_epochs: int = 20
-    eval_every: int = 5
     input_dropout: float = 0.0
     first_term: bool = False
     init_std: float = 0.1

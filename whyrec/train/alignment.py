@@ -29,32 +29,27 @@ so the term cannot be gamed by inflating embedding norms. Through LightGCN's pro
 gradient reaches both user and item layer-0 embeddings. ``--opt align_weight=W`` (default 0.1;
 0 gives plain LightGCN), ``--opt align_refit=K`` (epochs between CAV re-fits, default 1).
 
-How it plugs into :func:`whyrec.train.loop.fit` without editing the loop
------------------------------------------------------------------------
-The loop computes ``BPR(be) + L2(be)`` from ``model.batch_embeddings(u, i, j)``. The model here,
-:class:`AlignedLightGCN`, is a LightGCN whose ``batch_embeddings`` returns the same rows, but
-with ``users`` passed through :class:`_AddLoss`: the identity in the forward pass whose backward
-also sends gradient 1 into ``align_weight · L_align``. The optimizer step therefore sees
-``∇(BPR + L2 + align_weight · L_align)`` exactly; only the *logged* loss lacks the alignment term,
-which is recorded separately and added to ``curves.csv`` as the ``align`` column (mean
-``L_align`` per epoch). Outside :func:`fit_aligned` (evaluation, a loaded run) the model is
-exactly LightGCN with the same state dict.
+How it plugs in
+---------------
+``--model lightgcn-aligned`` is a plain :class:`~whyrec.models.LightGCN` trained with the
+:class:`Alignment` objective (:class:`whyrec.train.loop.BPR` plus the term above) on the common
+:class:`~whyrec.train.loop.Trainer`; the run's weights and every later use (evaluation, a loaded
+run, explanations) are LightGCN's. ``curves.csv`` gets the ``align`` column (mean ``L_align`` per
+epoch).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..models import LightGCN, LightGCNConfig
-from ..models.base import BatchEmbeddings
+from .loop import BPR
 
-__all__ = ["AlignedLightGCN", "alignment_extras", "standardized_preferences", "fit_aligned",
-           "batch_alignment_loss", "DEFAULT_ALIGN_WEIGHT", "DEFAULT_ALIGN_REFIT"]
+__all__ = ["Alignment", "alignment_extras", "standardized_preferences", "batch_alignment_loss",
+           "DEFAULT_ALIGN_WEIGHT", "DEFAULT_ALIGN_REFIT"]
 
 DEFAULT_ALIGN_WEIGHT = 0.1
 DEFAULT_ALIGN_REFIT = 1
@@ -100,19 +95,6 @@ def alignment_extras(data, train_index: np.ndarray) -> dict:
             "align_genre_names": np.asarray(names, dtype=str)}
 
 
-class _AddLoss(torch.autograd.Function):
-    """``forward(x, aux) = x``; ``backward`` passes the gradient of ``x`` through and gives ``aux``
-    gradient 1, so that ``aux`` (a scalar loss) is minimized along with whatever uses ``x``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, aux: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad, torch.ones((), dtype=grad.dtype, device=grad.device)
-
-
 def _pearson_columns(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
     """Pearson correlation of each column pair of ``x``, ``y`` ``(b, G)`` -> ``(G,)``."""
     xc = x - x.mean(0, keepdim=True)
@@ -139,95 +121,65 @@ def fit_cav_directions(item_embeddings: np.ndarray, multi_hot: np.ndarray, seed:
     return V
 
 
-class AlignedLightGCN(LightGCN):
-    """LightGCN plus the alignment regularizer while :meth:`enable_alignment` is on.
+class Alignment(BPR):
+    """BPR + ``weight · L_align`` (module docstring) as one objective.
 
-    Same parameters and state dict as :class:`LightGCN`; the alignment settings live in plain
-    attributes (``align_weight``, ``align_refit``) and the arrays are given to
-    :meth:`enable_alignment` by :func:`fit_aligned`.
+    ``genres`` ``(n_items, G)`` bool, ``pref`` ``(n_users, G)`` standardized preferences (the
+    ``align_*`` extras); the CAVs are re-fitted on the current final item embeddings at the first
+    batch of every ``refit``-th epoch (1, 1 + refit, ...). Rows log ``bpr``, ``reg``, ``align``
+    (mean ``L_align`` of the epoch, unweighted; NaN when ``weight`` is 0) and ``loss`` (the sum
+    the optimizer minimises, ``bpr + reg + weight · align``).
     """
 
-    def __init__(self, n_users: int, n_items: int, config: Optional[LightGCNConfig] = None, graph=None,
-                 align_weight: float = DEFAULT_ALIGN_WEIGHT, align_refit: int = DEFAULT_ALIGN_REFIT):
-        super().__init__(n_users, n_items, config, graph)
-        self.align_weight = float(align_weight)
-        self.align_refit = int(align_refit)
-        self._align: Optional[dict] = None
+    def __init__(self, genres: np.ndarray, pref: np.ndarray, weight: float = DEFAULT_ALIGN_WEIGHT,
+                 refit: int = DEFAULT_ALIGN_REFIT):
+        self.genres = np.asarray(genres, dtype=bool)
+        self.pref_np = np.asarray(pref, dtype=np.float32)
+        self.weight, self.refit = float(weight), max(1, int(refit))
+        self.cavs: Optional[Tensor] = None
+        self.refits, self.refit_seconds = 0, 0.0
 
-    def enable_alignment(self, genres: np.ndarray, pref: np.ndarray, steps_per_epoch: int, seed: int = 0) -> None:
-        """Switch the regularizer on: ``genres`` ``(n_items, G)``, ``pref`` ``(n_users, G)`` standardized
-        preferences; CAVs are re-fitted every ``align_refit * steps_per_epoch`` training steps."""
-        self._align = {
-            "genres": np.asarray(genres, dtype=bool),
-            "pref": torch.as_tensor(np.asarray(pref, dtype=np.float32)),
-            "every": max(1, self.align_refit) * max(1, steps_per_epoch),
-            "steps_per_epoch": max(1, steps_per_epoch),
-            "step": 0, "cavs": None, "seed": seed, "log": [], "refits": 0, "refit_seconds": 0.0,
-        }
+    def setup(self, model, train_csr, config, device) -> None:
+        super().setup(model, train_csr, config, device)
+        self.pref = torch.as_tensor(self.pref_np, device=device)
 
-    def disable_alignment(self) -> dict:
-        """Switch it off; returns the bookkeeping (per-step losses, refit count and time)."""
-        state, self._align = self._align, None
-        return state or {}
+    def epoch(self, epoch: int) -> tuple:
+        tensors = super().epoch(epoch)
+        if self.weight and ((epoch - 1) % self.refit == 0 or self.cavs is None):
+            self._refit()
+        self.log: list = []
+        return tensors
 
     def _refit(self) -> None:
+        """CAVs ``(G, d)`` on the current final item embeddings (eval mode, no gradient)."""
         import time
 
-        a = self._align
+        model = self.model
         t0 = time.perf_counter()
-        with torch.no_grad():
-            _, items = self.embeddings()
-            V = fit_cav_directions(items.detach().cpu().double().numpy(), a["genres"], a["seed"])
-        a["cavs"] = torch.as_tensor(V, dtype=self.user_emb.weight.dtype, device=self.user_emb.weight.device)
-        a["pref"] = a["pref"].to(self.user_emb.weight.device)
-        a["refits"] += 1
-        a["refit_seconds"] += time.perf_counter() - t0
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                _, items = model.embeddings()
+                V = fit_cav_directions(items.detach().cpu().double().numpy(), self.genres, self.config.seed)
+        finally:
+            model.train(was)
+        self.cavs = torch.as_tensor(V, dtype=model.user_emb.weight.dtype, device=self.device)
+        self.refits += 1
+        self.refit_seconds += time.perf_counter() - t0
 
-    def batch_embeddings(self, users, pos, neg) -> BatchEmbeddings:
-        be = super().batch_embeddings(users, pos, neg)
-        a = self._align
-        if a is None or self.align_weight == 0 or not (self.training and torch.is_grad_enabled()):
-            return be
-        if a["step"] % a["every"] == 0 or a["cavs"] is None:
-            was = self.training
-            self.eval()
-            try:
-                self._refit()
-            finally:
-                self.train(was)
-        a["step"] += 1
-        u = self._ids(users)
-        loss = batch_alignment_loss(be.users, a["cavs"], a["pref"][u])
-        a["log"].append(float(loss.detach()))
-        return be.replace(users=_AddLoss.apply(be.users, self.align_weight * loss))
+    def loss(self, u, i, j) -> dict:
+        be = self.model.batch_embeddings(u, i, j)
+        parts = self.terms(be)
+        if self.weight:
+            align = batch_alignment_loss(be.users, self.cavs, self.pref[u])
+            self.log.append(align.detach())
+            parts["loss"] = parts["loss"] + self.weight * align
+        return parts
 
+    def end_epoch(self, row: dict) -> None:
+        row["align"] = float(torch.stack(self.log).mean()) if self.log else float("nan")
 
-def fit_aligned(model: AlignedLightGCN, inputs, valid, config, out_dir=None, progress: bool = True):
-    """Recipe ``fit``: :func:`whyrec.train.loop.fit` with the regularizer switched on.
-
-    Adds ``align`` (mean ``L_align`` of the epoch, i.e. minus the mean batch correlation) to each
-    epoch row of the history and rewrites ``curves.csv/.png``; ``history.config`` gets
-    ``align_weight``, ``align_refit``, ``align_refits`` and ``align_refit_seconds``.
-    """
-    from .loop import fit, write_curves
-
-    ex = inputs.extras
-    if "align_genres" not in ex or "align_pref" not in ex:
-        raise ValueError("lightgcn-aligned needs align_genres/align_pref extras (made by its recipe)")
-    steps = max(1, math.ceil(int(inputs.train.nnz) / int(config.batch_size)))
-    model.enable_alignment(ex["align_genres"], ex["align_pref"], steps, seed=int(config.seed))
-    try:
-        hist = fit(model, inputs.train, valid, config, out_dir=out_dir, progress=progress)
-    finally:
-        state = model.disable_alignment()
-    log = np.asarray(state.get("log", []))
-    for row in hist.epochs:
-        e = int(row["epoch"])
-        chunk = log[(e - 1) * steps: e * steps]
-        row["align"] = float(chunk.mean()) if len(chunk) else float("nan")
-    hist.config.update(align_weight=model.align_weight, align_refit=model.align_refit,
-                       align_refits=int(state.get("refits", 0)),
-                       align_refit_seconds=round(float(state.get("refit_seconds", 0.0)), 2))
-    if out_dir is not None and hist.epochs:
-        write_curves(hist, out_dir)
-    return hist
+    def info(self) -> dict:
+        return {"align_weight": self.weight, "align_refit": self.refit, "align_refits": self.refits,
+                "align_refit_seconds": round(self.refit_seconds, 2)}

@@ -1,4 +1,4 @@
-"""Binary cross-entropy training over observed ratings (seed 000's objective).
+"""Binary cross-entropy over observed ratings (seed 000's objective), :class:`BCE`.
 
 The seed trains with ``BCEWithLogitsLoss`` "over each observed rating r_{u,m}" but a 1–5 star
 rating is not a probability, so a target has to be chosen. Here:
@@ -24,22 +24,19 @@ Per batch of ``B`` observed pairs ``(u, i, y)`` with sampled ``j``::
     loss = mean_{2B} BCEWithLogits([ŷ_ui, ŷ_uj], [y, 0]) + reg · ½(‖e_u⁰‖² + ‖e_i⁰‖² + ‖e_j⁰‖²) / B
 
 (without negatives the first term is over the B observed pairs only). One Adam step on every
-parameter; evaluation, early stopping and best-weights restore as :func:`whyrec.train.loop.fit`,
-whose helpers are used.
+parameter per batch (:class:`whyrec.train.loop.Trainer`).
 """
 
 from __future__ import annotations
-
-from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .loop import History, TrainConfig, minibatch_steps, run_epochs, sampled_setup, set_epoch_lr
+from .loop import BPR
 from .losses import batch_l2
 
-__all__ = ["fit_bce", "observed_pairs"]
+__all__ = ["BCE", "observed_pairs"]
 
 
 def observed_pairs(train_csr, zero_users=None, zero_items=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,48 +53,40 @@ def observed_pairs(train_csr, zero_users=None, zero_items=None) -> tuple[np.ndar
     return np.concatenate(u), np.concatenate(i), np.concatenate(y)
 
 
-def fit_bce(model, train_csr, valid_csr=None, config: Optional[TrainConfig] = None, *,
-            zero_users=None, zero_items=None, negatives: int = 1, out_dir=None, progress: bool = True,
-            evaluate=None) -> History:
-    """Train ``model`` (any recommender with ``batch_embeddings``) with BCE (module docstring).
+class BCE(BPR):
+    """BCE over the observed pairs (module docstring); ``zero_users``/``zero_items``: the observed
+    non-positives (target 0); ``negatives``: 1 to add a sampled unobserved item per pair, 0 not to.
+    Epoch rows log ``bce``, ``reg`` and ``loss``."""
 
-    Returns a :class:`~whyrec.train.loop.History`; each epoch row has ``bce``, ``reg``,
-    ``loss``, ``seconds`` (and metrics on evaluated epochs). The model ends with the best
-    evaluated weights, in eval mode."""
-    config = config or TrainConfig()
-    if negatives not in (0, 1):
-        raise ValueError(f"bce_negatives must be 0 or 1, got {negatives!r}")
-    if getattr(model, "adj", False) is None and hasattr(model, "set_graph"):
-        model.set_graph(train_csr)
-    users, items, targets = observed_pairs(train_csr, zero_users, zero_items)
-    n = len(users)
-    if n == 0:
-        raise ValueError("no observed ratings to train on")
-    state: dict = {}
-    setup = sampled_setup(model, train_csr, config, state)
+    def __init__(self, zero_users=None, zero_items=None, negatives: int = 1):
+        if negatives not in (0, 1):
+            raise ValueError(f"bce_negatives must be 0 or 1, got {negatives!r}")
+        self.zero_users, self.zero_items, self.negatives = zero_users, zero_items, negatives
 
-    def bce_epoch(epoch: int) -> dict:
-        device, sampler, opt = state["device"], state["sampler"], state["opt"]
-        set_epoch_lr(opt, config, epoch)
-        rng = np.random.default_rng([config.seed, epoch])
-        perm = rng.permutation(n)
-        eu, ei, ey = users[perm], items[perm], targets[perm]
-        ej = sampler.negatives(eu, rng) if negatives else ei
-        tensors = tuple(torch.from_numpy(a).to(device) for a in (eu, ei, ej, ey))
+    def setup(self, model, train_csr, config, device) -> None:
+        super().setup(model, train_csr, config, device)
+        self.pairs = observed_pairs(train_csr, self.zero_users, self.zero_items)
+        if len(self.pairs[0]) == 0:
+            raise ValueError("no observed ratings to train on")
 
-        def bce_batch(u, i, j, y) -> dict:
-            be = model.batch_embeddings(u, i, j)
-            s_obs = (be.users * be.pos).sum(-1)
-            if negatives:
-                s_neg = (be.users * be.neg).sum(-1)
-                l_bce = F.binary_cross_entropy_with_logits(torch.cat([s_obs, s_neg]),
-                                                           torch.cat([y, torch.zeros_like(y)]))
-                return {"bce": l_bce, "reg": batch_l2(config.reg, be)}
-            return {"bce": F.binary_cross_entropy_with_logits(s_obs, y),
-                    "reg": batch_l2(config.reg, be, "users", "pos")}
+    def epoch(self, epoch: int) -> tuple:
+        rng = np.random.default_rng([self.config.seed, epoch])
+        perm = rng.permutation(len(self.pairs[0]))
+        eu, ei, ey = (a[perm] for a in self.pairs)
+        ej = self.sampler.negatives(eu, rng) if self.negatives else ei
+        return self.tensors(eu, ei, ej, ey)
 
-        return minibatch_steps(opt, tensors, config.batch_size, bce_batch)
+    def loss(self, u, i, j, y) -> dict:
+        be = self.model.batch_embeddings(u, i, j)
+        s_obs = (be.users * be.pos).sum(-1)
+        if self.negatives:
+            s_neg = (be.users * be.neg).sum(-1)
+            bce = F.binary_cross_entropy_with_logits(torch.cat([s_obs, s_neg]), torch.cat([y, torch.zeros_like(y)]))
+            reg = batch_l2(self.config.reg, be)
+        else:
+            bce = F.binary_cross_entropy_with_logits(s_obs, y)
+            reg = batch_l2(self.config.reg, be, "users", "pos")
+        return {"bce": bce, "reg": reg, "loss": bce + reg}
 
-    hist = run_epochs(model, bce_epoch, train_csr, valid_csr, config, out_dir, progress, evaluate, setup)
-    hist.config.update({"loss": "bce", "bce_negatives": negatives})
-    return hist
+    def info(self) -> dict:
+        return {"loss": "bce", "bce_negatives": self.negatives}

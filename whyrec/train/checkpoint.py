@@ -5,7 +5,7 @@ Weights: only the state dict is stored (for LightGCN: ``user_emb.weight`` and
 ``item_emb.weight``; the graph is not part of it and must be set again with
 ``model.set_graph(train)``).
 
-Training state (``training_state.pt``, written by :func:`whyrec.train.loop.run_epochs` at every
+Training state (``training_state.pt``, written by :class:`whyrec.train.callbacks.Checkpoint` at every
 evaluation and removed when training ends normally): the current and best weights, Adam's moments,
 the epoch, the history so far and a fingerprint of the training config and matrix. Tensors go
 through ``torch.save``; everything else is one JSON string, so loading uses

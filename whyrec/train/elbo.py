@@ -1,7 +1,7 @@
 """ELBO training for the resolved model of seed 002 (eq. 14).
 
-Each step takes a batch of ``B`` users (``ResolvedConfig.batch_users``, 128 in the
-seed's Table 1; users without training items are skipped) and minimises the
+Each step takes a batch of ``B`` users (``TrainConfig.batch_size``, 128 in the seed's Table 1;
+users without training items are skipped) and minimises the
 negative ELBO scaled to one user::
 
     loss = 1/B Σ_{u∈B} [ −Σ_{t∈N_u} log p(t | u)  +  β KL(q(z_u) ‖ N(0, I)) ]
@@ -18,31 +18,29 @@ negative ELBO scaled to one user::
 * ``β``: KL annealing (not in the seed; Mult-VAE's practice): ``β = beta · min(1,
   (epoch−1+step/n_steps) / anneal_epochs)``; ``anneal_epochs=0`` means ``β = beta``
   throughout. ``beta = 1`` is the plain ELBO.
-* ``l2``: the Table 1 "l2 weight" on all parameters.
+* ``l2``: the Table 1 "l2 weight" on all parameters (``TrainConfig.reg``).
 * ``input_dropout`` (``ResolvedConfig``): history items hidden from the encoder at each step
   (the target is still the whole history), Mult-VAE's denoising.
 * Adam (``lr``), one reparameterized sample per step. Every ``eval_every`` epochs (and
   after the last) the validation users are ranked (full ranking, training items masked)
   and the weights with the best ``ndcg@100`` on validation are kept (the seed: "the
-  model to be tested has the best performance on the validation dataset").
+  model to be tested has the best performance on the validation dataset"; the recipe's
+  ``ks`` are :data:`EVAL_KS`, its monitor :data:`MONITOR`).
   ``TrainConfig.patience`` evaluations without improvement stop training early.
 
-Reuses :class:`whyrec.train.loop.History`, its evaluation and Adam helpers.
+The :class:`ELBO` objective runs on :class:`whyrec.train.loop.Trainer` like every other.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import replace
-from typing import Optional
 
 import numpy as np
 import torch
 
-from .loop import History, TrainConfig, _adam, run_epochs
+from .loop import Objective
 
-__all__ = ["fit_elbo", "elbo_step_loss", "EVAL_KS", "MONITOR"]
+__all__ = ["ELBO", "elbo_step_loss", "EVAL_KS", "MONITOR"]
 
 EVAL_KS = (2, 10, 50, 100)
 MONITOR = "ndcg@100"
@@ -91,63 +89,42 @@ def elbo_step_loss(model, users: torch.Tensor, beta: float, l2: float, sample: b
     return {"loss": loss, "nll": nll, "kl": kl, "l2": reg}
 
 
-def fit_elbo(model, train_csr, valid_csr=None, config: Optional[TrainConfig] = None,
-             out_dir: Optional[str | os.PathLike] = None, progress: bool = True, *,
-             epochs: Optional[int] = None, lr: Optional[float] = None, batch_users: Optional[int] = None,
-             l2: Optional[float] = None, eval_every: Optional[int] = None) -> History:
-    """Train a :class:`~whyrec.models.resolved.Resolved` model by maximising the ELBO.
+class ELBO(Objective):
+    """The negative ELBO of a :class:`~whyrec.models.resolved.Resolved` model (module docstring).
 
-    Hyper-parameters default to ``model.config`` (the seed's Table 1); the keyword
-    arguments override them. From ``config`` (:class:`TrainConfig`) only ``seed``,
-    ``device``, ``patience``, ``num_threads`` and ``eval_batch_size`` are used.
-    Returns a :class:`History` (one row per epoch: ``loss``, ``nll``, ``kl``, ``l2``,
-    ``beta``, ``seconds`` and the validation metrics on evaluated epochs); the model ends
-    in eval mode with the best validation weights.
+    An epoch is the users with a training item in a random order, ``config.batch_size`` users a
+    step; ``config.reg`` is the l2 weight; ``beta``, ``anneal_epochs`` and ``input_dropout`` come
+    from the model's config. Rows log ``loss``, ``nll``, ``kl``, ``l2`` and the last step's
+    ``beta``. Not resumable: the user order and the reparameterization draws follow one random
+    stream through the whole run.
     """
-    config = config or TrainConfig()
-    mc = model.config
-    epochs = int(epochs if epochs is not None else mc.epochs)
-    lr = float(lr if lr is not None else mc.lr)
-    bs = int(batch_users if batch_users is not None else mc.batch_users)
-    l2 = float(l2 if l2 is not None else mc.l2)
-    eval_every = int(eval_every if eval_every is not None else mc.eval_every)
-    if epochs < 1 or bs < 1 or lr <= 0:
-        raise ValueError(f"epochs, batch size and learning rate must be positive (got {epochs}, {bs}, {lr})")
-    if tuple(train_csr.shape) != (model.n_users, model.n_items):
-        raise ValueError(f"train has shape {train_csr.shape}, model is {(model.n_users, model.n_items)}")
-    model.set_history(train_csr)
-    active = np.flatnonzero(np.diff(model.history.indptr) > 0)
-    if len(active) == 0:
-        raise ValueError("no user has a training interaction")
-    run_config = replace(config, epochs=epochs, lr=lr, batch_size=bs, reg=l2, eval_every=eval_every,
-                         ks=EVAL_KS, monitor=MONITOR)
-    rng = np.random.default_rng(config.seed)
-    n_steps = max(1, math.ceil(len(active) / bs))
-    state: dict = {}
 
-    def setup(device: torch.device) -> None:
+    resumable = False
+
+    def setup(self, model, train_csr, config, device) -> None:
+        super().setup(model, train_csr, config, device)
         model.set_history(train_csr)  # on the model's device
-        state["device"], state["opt"] = device, _adam(model.parameters(), lr, device)
+        self.active = np.flatnonzero(np.diff(model.history.indptr) > 0)
+        if len(self.active) == 0:
+            raise ValueError("no user has a training interaction")
+        self.rng = np.random.default_rng(config.seed)
+        self.n_steps = max(1, math.ceil(len(self.active) / config.batch_size))
 
-    def elbo_epoch(epoch: int) -> dict:
-        device, opt = state["device"], state["opt"]
-        perm = rng.permutation(active)
-        sums = {"loss": 0.0, "nll": 0.0, "kl": 0.0, "l2": 0.0}
-        beta = mc.beta
-        for s in range(n_steps):
-            users = torch.from_numpy(perm[s * bs:(s + 1) * bs]).to(device)
-            frac = (epoch - 1 + s / n_steps) / mc.anneal_epochs if mc.anneal_epochs > 0 else 1.0
-            beta = mc.beta * min(1.0, frac)
-            terms = elbo_step_loss(model, users, beta, l2)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opt.step()
-            for k in sums:
-                sums[k] += float(terms[k].detach())
-        model.invalidate_cache()
-        return {**{k: v / n_steps for k, v in sums.items()}, "beta": beta}
+    def epoch(self, epoch: int) -> tuple:
+        self.epoch_no, self.step, self.beta = epoch, 0, self.model.config.beta
+        return self.tensors(self.rng.permutation(self.active))
 
-    valid = valid_csr if valid_csr is not None and valid_csr.nnz else None
-    hist = run_epochs(model, elbo_epoch, train_csr, valid, run_config, out_dir, progress, setup=setup)
-    hist.config.update({"beta": mc.beta, "anneal_epochs": mc.anneal_epochs, "objective": "elbo"})
-    return hist
+    def loss(self, users) -> dict:
+        mc = self.model.config
+        frac = (self.epoch_no - 1 + self.step / self.n_steps) / mc.anneal_epochs if mc.anneal_epochs > 0 else 1.0
+        self.beta = mc.beta * min(1.0, frac)
+        self.step += 1
+        return elbo_step_loss(self.model, users, self.beta, self.config.reg)
+
+    def end_epoch(self, row: dict) -> None:
+        self.model.invalidate_cache()
+        row["beta"] = self.beta
+
+    def info(self) -> dict:
+        mc = self.model.config
+        return {"beta": mc.beta, "anneal_epochs": mc.anneal_epochs, "objective": "elbo"}

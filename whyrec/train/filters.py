@@ -79,9 +79,8 @@ def filter_recipe(name: str, model_cls, config_cls, grid: dict, description: str
     def build(inputs, config: dict):
         return model_cls(inputs.train, config_of(config))
 
-    def fit(model, inputs, valid, train_config, out_dir, progress):
+    def fit(model, inputs, valid, train_config, options: dict, progress):
         t0 = time.perf_counter()
-        options = getattr(model, "_recipe_options", {})
         fixed = set(options.get("_fixed", ()))
         full = min(model.n_users, model.n_items)
         space = {k: list(dict.fromkeys(min(int(v), full) for v in vs)) if k == "rank" else list(vs)
@@ -111,10 +110,6 @@ def filter_recipe(name: str, model_cls, config_cls, grid: dict, description: str
     def final_config(model, config: dict) -> dict:
         return dataclasses.asdict(model.config)
 
-    def build_with_options(inputs, config: dict):
-        model = build(inputs, config)
-        model._recipe_options = {k: v for k, v in config.items() if k.startswith("_")}
-        return model
-
-    return Recipe(name=name, build=build_with_options, model_config=model_config, description=description, fit=fit,
-                  explain_methods=("history", "concepts", "counterfactual"), final_config=final_config, model_defaults={"dim": None, "layers": None})
+    return Recipe(name=name, build=build, model_config=model_config, description=description, fit=fit,
+                  explain_methods=("history", "concepts", "counterfactual"), final_config=final_config,
+                  model_defaults={"dim": None, "layers": None})

@@ -35,33 +35,55 @@ class ModelInputs:
 
 @dataclass(frozen=True)
 class Recipe:
-    """``build(inputs, model_config) -> Recommender``;
-    ``model_config(options) -> dict`` picks the model's settings from the CLI options
-    (``dim``, ``layers``, ``features`` and the free ``--opt key=value`` pairs);
-    ``fit(model, inputs, valid, train_config, out_dir, progress) -> History`` trains it
-    (``None``: BPR via :func:`whyrec.train.loop.fit`);
-    ``explain_methods``: the ``whyrec explain --method`` values it supports;
-    ``train_defaults``: this model's values for the generic training flags it does not share
-    with LightGCN (``TrainConfig`` field -> value, e.g. ``{"lr": 5e-4}``); ``model_defaults``:
-    the same for ``dim``/``layers`` (``None``: the model has no such setting). ``whyrec train``
-    uses them for every flag the user did not give. ``final_config``: see the field."""
+    """How ``--model NAME`` is built and trained.
+
+    ``build(inputs, model_config) -> Recommender``; ``model_config(options) -> dict`` picks the
+    model's settings from the options (``dim``, ``layers``, ``features`` and the free ``--opt
+    key=value`` pairs), checked; ``objective(inputs, model_config) -> Objective``: what the
+    :class:`~whyrec.train.loop.Trainer` minimises (``None``: BPR); ``fit(model, inputs, valid,
+    train_config, model_config, progress) -> History``: for models fitted in closed form instead
+    (graph filters, NMF); ``explain_methods``: the ``whyrec explain --method`` values it supports.
+
+    Settings: :class:`~whyrec.train.loop.TrainConfig` holds every training setting and its
+    defaults; ``train_defaults`` (``TrainConfig`` field -> value) is where this model's best
+    documented setting differs from them; ``train_options`` names ``--opt`` keys that are
+    training settings (``--opt lr=1e-2`` -> ``lr``; they win over the generic flags);
+    ``model_defaults``: this model's ``dim``/``layers`` (``None``: it has no such setting);
+    ``presets``: named alternatives, ``{"paper": {"train": {...}, "options": {...}}}``, for
+    ``whyrec train --preset``; ``summary(model, train_config) -> str``: a note printed before
+    training. ``final_config``: see the field."""
 
     name: str
     build: Callable
     model_config: Callable[[dict], dict]
     description: str = ""
     extras: Optional[Callable] = None
+    objective: Optional[Callable] = None
     fit: Optional[Callable] = None
     explain_methods: tuple[str, ...] = ()
     train_defaults: dict = field(default_factory=dict)
+    train_options: dict = field(default_factory=dict)
     model_defaults: dict = field(default_factory=dict)
+    presets: dict = field(default_factory=dict)
+    summary: Optional[Callable] = None
     #: ``(model, model_config) -> model_config`` to save after fitting (models whose settings are
     #: chosen during fitting, e.g. on validation); ``None``: the config they were built with
     final_config: Optional[Callable] = None
 
-    def train_config(self, given: dict) -> dict:
-        """``TrainConfig`` keyword arguments: the recipe's defaults, then the flags in ``given``."""
-        return {**self.train_defaults, **{k: v for k, v in given.items() if v is not None}}
+    def __post_init__(self) -> None:
+        from ..loop import TrainConfig  # a recipe's training settings are checked when it is made
+
+        for chosen in (None, *self.presets):
+            TrainConfig(**{**self.train_defaults, **self.preset(chosen)["train"]})
+
+    def preset(self, name: Optional[str]) -> dict:
+        """``{"train": {...}, "options": {...}}`` of preset ``name`` (``None``: the defaults)."""
+        if name is None:
+            return {"train": {}, "options": {}}
+        if name not in self.presets:
+            have = ", ".join(self.presets) or "none"
+            raise ValueError(f"{self.name} has no --preset {name!r}; its presets: {have}")
+        return {"train": {}, "options": {}, **self.presets[name]}
 
     def model_options(self, dim, layers) -> dict:
         """``dim``/``layers`` for :attr:`model_config`: the given flag, else this model's default
@@ -69,6 +91,9 @@ class Recipe:
         return {"dim": dim if dim is not None else self.model_defaults.get("dim", 64),
                 "layers": layers if layers is not None else self.model_defaults.get("layers", 3)}
 
+
+#: the LightGCN paper's schedule for the BPR models (``--preset paper``)
+PAPER_BPR = {"paper": {"train": {"epochs": 1000, "lr": 1e-3, "eval_every": 20}}}
 
 COMMON_OPTIONS = frozenset({"dim", "layers", "features"})  # filled by whyrec train for every model
 

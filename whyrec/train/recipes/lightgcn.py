@@ -3,7 +3,7 @@
 authors' PyTorch port; their TensorFlow original uses Xavier, std ≈ 0.008 on Gowalla)."""
 
 from ...models import LightGCN, LightGCNConfig
-from . import Recipe, init_std_option
+from . import PAPER_BPR, Recipe, init_std_option
 
 
 def build(inputs, config: dict) -> LightGCN:
@@ -16,4 +16,5 @@ RECIPE = Recipe(
     model_config=lambda o: {"dim": o["dim"], "n_layers": o["layers"], **init_std_option("lightgcn", o)},
     description="LightGCN: normalized propagation, layer averaging, BPR",
     explain_methods=("history", "concepts", "counterfactual"),
+    presets=PAPER_BPR,
 )

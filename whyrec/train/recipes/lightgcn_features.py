@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...models.lightgcn_features import LightGCNFeatures, LightGCNFeaturesConfig, parse_features
-from . import Recipe, check_options
+from . import PAPER_BPR, Recipe, check_options
 
 _KNOWN = {"dim", "layers", "features", "loss", "bce_negatives", "proj_init_std"}
 
@@ -68,16 +68,14 @@ def build(inputs, config: dict) -> LightGCNFeatures:
                             item_features=inputs.extras.get("item_features") if use_item else None)
 
 
-def fit(model, inputs, valid, train_config, out_dir, progress):
-    if model.config.loss == "bce":
-        from ..bce import fit_bce
+def objective(inputs, config: dict):
+    """BPR, or with ``loss=bce`` the seed's BCE over the observed ratings."""
+    if config.get("loss", "bpr") == "bce":
+        from ..bce import BCE
 
-        return fit_bce(model, inputs.train, valid, train_config, zero_users=inputs.extras.get("bce_zero_users"),
-                       zero_items=inputs.extras.get("bce_zero_items"), negatives=model.config.bce_negatives,
-                       out_dir=out_dir, progress=progress)
-    from ..loop import fit as fit_bpr
-
-    return fit_bpr(model, inputs.train, valid, train_config, out_dir=out_dir, progress=progress)
+        return BCE(inputs.extras.get("bce_zero_users"), inputs.extras.get("bce_zero_items"),
+                   negatives=int(config.get("bce_negatives", 1)))
+    return None
 
 
 RECIPE = Recipe(
@@ -86,6 +84,7 @@ RECIPE = Recipe(
     model_config=model_config,
     description="LightGCN with side features E0 = P + XW (--features; --opt loss=bpr|bce)",
     extras=extras,
-    fit=fit,
+    objective=objective,
     explain_methods=("features", "history", "concepts", "counterfactual"),
+    presets=PAPER_BPR,
 )

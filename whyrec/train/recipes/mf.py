@@ -2,7 +2,7 @@
 ``--opt init_std=S``: std of the embeddings' normal initialisation (default 0.1)."""
 
 from ...models import MF, MFConfig
-from . import Recipe, init_std_option
+from . import PAPER_BPR, Recipe, init_std_option
 
 RECIPE = Recipe(
     name="mf",
@@ -10,4 +10,5 @@ RECIPE = Recipe(
     model_config=lambda o: {"dim": o["dim"], **init_std_option("mf", o)},
     description="matrix factorization, BPR",
     explain_methods=("concepts",),
+    presets=PAPER_BPR,
 )

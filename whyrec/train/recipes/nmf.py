@@ -20,7 +20,7 @@ def model_config(options: dict) -> dict:
     return {_KEYS[k]: v for k, v in options.items() if k in _KEYS}
 
 
-def fit(model, inputs, valid, train_config, out_dir, progress):
+def fit(model, inputs, valid, train_config, model_config, progress):
     t0 = time.perf_counter()
     model.config.seed = int(train_config.seed)
     model.fit_matrix(inputs.train)

@@ -5,8 +5,9 @@ graph VAE ablation (the seed's VGAE row). Default segment size D = 64, the seed'
 
 from __future__ import annotations
 
-from .resolved import TRAIN_DEFAULTS, build, extras, fit, model_config_from_options
-from . import Recipe
+from dataclasses import replace
+
+from .resolved import RECIPE as RESOLVED, model_config_from_options
 
 
 def model_config(options: dict) -> dict:
@@ -17,14 +18,5 @@ def model_config(options: dict) -> dict:
     return cfg
 
 
-RECIPE = Recipe(
-    name="vae",
-    build=build,
-    model_config=model_config,
-    description="ablation of resolved with C = 1 (non-disentangled graph VAE, the seed's VGAE row); D = 64",
-    extras=extras,
-    fit=fit,
-    explain_methods=("intrinsic", "paths", "counterfactual"),
-    train_defaults=TRAIN_DEFAULTS,
-    model_defaults={"dim": 64},
-)
+RECIPE = replace(RESOLVED, name="vae", model_config=model_config, model_defaults={"dim": 64},
+                 description="ablation of resolved with C = 1 (non-disentangled graph VAE, the seed's VGAE row); D = 64")
