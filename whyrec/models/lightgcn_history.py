@@ -94,10 +94,8 @@ class LightGCNHistory(LightGCN):
         with torch.no_grad():
             _, items = super().embeddings()
             g = self.messages() * self._item_scale().unsqueeze(1)
-            coo = h.tocoo()
-            rows = torch.sparse_coo_tensor(torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64)),
-                                           torch.as_tensor(coo.data), h.shape).to(g)
-            e = torch.sparse.mm(rows, g) * d_u.clamp(min=1).to(g).rsqrt().unsqueeze(1)
+            e = torch.from_numpy(np.asarray(h @ g.double().numpy())).to(g)  # (b, d): Σ_{i∈H} g_i / sqrt(d_i)
+            e = e * d_u.clamp(min=1).to(g).rsqrt().unsqueeze(1)
             return e @ items.T
 
     def history_contributions(self, history, items) -> Tensor:
