@@ -93,8 +93,10 @@ class Explainer:
         if item is None and not self.per_user:
             item = default_item(run, u)
         result = module.explain_run(run, u, None if item is None else int(item), **opts)
-        return Explanation.from_result(result, describe=getattr(module, "describe", None),
-                                       already_interacted=item is not None and interacted(run, u, int(item)))
+        e = Explanation.from_result(result, describe=getattr(module, "describe", None),
+                                    already_interacted=item is not None and interacted(run, u, int(item)))
+        e.faithfulness = verdict(run, self.name) if self.ranks_history else None
+        return e
 
     def render_text(self, result: dict, top: Optional[int] = None) -> str:
         from .explanation import render_text
@@ -120,6 +122,37 @@ EXPLAINERS: dict[str, Explainer] = {e.name: e for e in (
 )}
 #: method name -> module implementing it
 METHODS: dict[str, str] = {name: e.module for name, e in EXPLAINERS.items()}
+
+
+#: what the faithfulness benchmark measured (docs/explanations.md): (method, model key) -> (deletion area of the
+#: method, random's, Wilcoxon p of the paired per-user areas, where). The rule: an explainer whose deletion
+#: area is not significantly below random's (p >= 0.05, or not lower) is **not faithful**.
+MEASURED: dict[tuple[str, str], tuple[float, float, float, str]] = {
+    ("history", "gf-cf"): (0.609, 0.783, 1.4e-34, "ML-100K, 200 users"),
+    ("counterfactual", "gf-cf"): (0.692, 0.783, 1.1e-30, "ML-100K, 200 users"),
+    ("intrinsic", "resolved"): (0.953, 0.999, 4.0e-03, "Last.fm, 171 users"),
+    ("paths", "resolved"): (0.840, 0.999, 8.2e-18, "Last.fm, 171 users"),
+    ("counterfactual", "resolved"): (0.782, 0.999, 4.6e-26, "Last.fm, 171 users"),
+}
+
+
+def model_key(run) -> str:
+    """``run``'s model as :data:`MEASURED` names it (``lightgcn/history`` for LightGCN's history-only mode)."""
+    repr_ = (run.config.get("model_config") or {}).get("user_repr")
+    return f"{run.config.get('model')}/{repr_}" if repr_ else str(run.config.get("model"))
+
+
+def verdict(run, method: str) -> dict:
+    """The benchmark's verdict on ``method`` for this run's model: ``{"verdict": "faithful" | "not faithful" |
+    "not measured", "note"}`` (:data:`MEASURED`; concepts and features explain no removal: not measured)."""
+    m = MEASURED.get((method, model_key(run)))
+    if m is None:
+        return {"verdict": "not measured", "note": "its deletion area has not been compared with random removal's "
+                                                   "for this model"}
+    area, rand, p, where = m
+    ok = p < 0.05 and area < rand
+    return {"verdict": "faithful" if ok else "not faithful",
+            "note": f"deletion area {area:.3f} against random's {rand:.3f}, paired Wilcoxon p = {p:.2g} ({where})"}
 
 
 def default_item(run, user_idx: int) -> int:
@@ -221,5 +254,5 @@ def run_cache(run, name: str) -> dict:
 
 
 __all__ = ["EXPLAINERS", "Explainer", "METHODS", "run_cache", "MethodUnavailable", "UnsupportedMethod",
-           "available_methods", "default_item", "explainer", "explainer_for", "explanation_module", "interacted",
-           "supported_methods"]
+           "available_methods", "default_item", "explainer", "explainer_for", "explanation_module", "verdict",
+           "interacted", "model_key", "MEASURED", "supported_methods"]

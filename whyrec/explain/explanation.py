@@ -14,6 +14,8 @@ shape (:meth:`Explanation.from_result`):
 * ``compare``: a few quantities drawn side by side as bars (``{"rank now": 1, "rank without them": 14}``);
 * ``already_interacted``: the user has interacted with ``t`` (the explanation is of a score, not of a
   recommendation);
+* ``faithfulness``: for explainers that rank history items, the benchmark's verdict on this method for this
+  model (:func:`whyrec.explain.verdict`: faithful, **not faithful** or not measured), else ``None``;
 * ``extras``: the method's whole result.
 
 :meth:`Explanation.to_dict` is the method's result plus ``"already_interacted"`` and one
@@ -73,6 +75,7 @@ class Explanation:
     compare: dict = field(default_factory=dict)
     already_interacted: bool = False
     extras: dict = field(default_factory=dict)
+    faithfulness: Optional[dict] = None
 
     @property
     def total(self) -> float:
@@ -97,7 +100,7 @@ class Explanation:
                    score=None if score is None else float(score), contributions=list(d.get("contributions", [])),
                    baseline=None if baseline is None else float(baseline), additive=bool(d.get("additive", False)),
                    statement=d.get("statement", result.get("because")), stats=dict(d.get("stats") or {}),
-                   compare=dict(d.get("compare") or {}),
+                   compare=dict(d.get("compare") or {}), faithfulness=d.get("faithfulness"),
                    already_interacted=bool(interacted), extras=extras)
 
     def to_dict(self) -> dict:
@@ -106,7 +109,7 @@ class Explanation:
             "method": self.method, "user": self.user, "item": self.item,
             "item_title": self.extras.get("item_title"), "score": self.score, "baseline": self.baseline,
             "additive": self.additive, "statement": self.statement, "stats": self.stats, "compare": self.compare,
-            "already_interacted": self.already_interacted,
+            "already_interacted": self.already_interacted, "faithfulness": self.faithfulness,
             "contributions": [c.to_dict() for c in self.contributions]}}
 
 
@@ -140,6 +143,8 @@ def render_text(result: dict, top: Optional[int] = None, details=None) -> str:
         lines.append(interacted_line(e))
     if e.get("statement"):
         lines.append(e["statement"])
+    if e.get("faithfulness"):
+        lines.append(f"faithfulness: {e['faithfulness']['verdict']} ({e['faithfulness']['note']})")
     stats = dict(e.get("stats") or {})
     if e.get("score") is not None:
         stats = {"score": e["score"], **({"baseline": e["baseline"]} if e.get("baseline") is not None else {}), **stats}

@@ -120,6 +120,12 @@ function renderExplanation(section, result) {
       text: `You have already interacted with ${e.item_title || e.item}: this explains its score, not a recommendation.` }));
   }
   if (e.statement) section.append(el("p", { class: "because", text: e.statement }));
+  if (e.faithfulness) {  // the benchmark's verdict on this explainer for this model (docs/explanations.md)
+    const f = e.faithfulness;
+    section.append(el("p", { class: f.verdict === "faithful" ? "muted faithfulness" : "unfaithful faithfulness",
+                             text: `${f.verdict === "faithful" ? "Faithful" : f.verdict === "not faithful"
+                               ? "Not faithful" : "Faithfulness not measured"}: ${f.note}.` }));
+  }
   const stats = Object.assign({}, e.stats || {});
   const share = stats["history share"];
   delete stats["history share"];
