@@ -35,7 +35,7 @@ import torch
 from torch import LongTensor, Tensor
 
 from ..graph import node_degrees
-from .base import DOT, EXACT_HISTORY, FOLD_IN, RESCORE, BatchEmbeddings
+from .base import DOT, EXACT_HISTORY, FOLD_IN, RESCORE, BatchEmbeddings, binary_rows
 from .lightgcn import LightGCN
 
 __all__ = ["LightGCNHistory", "USER_REPRS"]
@@ -81,12 +81,7 @@ class LightGCNHistory(LightGCN):
     def score_histories(self, histories: sp.spmatrix, users: Optional[LongTensor] = None) -> Tensor:
         """Scores ``(b, n_items)`` of the binary rows ``histories`` ``(b, n_items)``: ``e_u(H) · e_t`` with
         ``d_u`` = the training degree of ``users[r]`` (given) or the row's size (a new user)."""
-        h = sp.csr_matrix(histories, dtype=np.float32, copy=True)
-        if h.ndim != 2 or h.shape[1] != self.n_items:
-            raise ValueError(f"histories must have {self.n_items} columns, got shape {h.shape}")
-        h.sum_duplicates()
-        h.eliminate_zeros()
-        h.data[:] = 1.0
+        h = binary_rows(histories, self.n_items)
         if users is not None:
             d_u = node_degrees(self._require_graph())[:self.n_users][torch.as_tensor(users, dtype=torch.long)]
         else:
@@ -112,11 +107,7 @@ class LightGCNHistory(LightGCN):
 
     def fold_in(self, liked_items, user_layer0: Optional[Tensor] = None) -> Tensor:
         """A new user's ``e_u(L)`` ``(d,)`` (``d_u = |L|``; ``user_layer0`` is not used: there is none)."""
-        items = torch.unique(self._ids(liked_items).reshape(-1))
-        if items.numel() == 0:
-            raise ValueError("fold_in needs at least one liked item")
-        if int(items.min()) < 0 or int(items.max()) >= self.n_items:
-            raise ValueError(f"item ids must lie in [0, {self.n_items})")
+        items = self._liked(liked_items)
         with torch.no_grad():
             g = self.messages()[items] * self._item_scale()[items].unsqueeze(1)
             return g.sum(0) / float(np.sqrt(items.numel()))
