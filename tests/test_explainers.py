@@ -41,6 +41,25 @@ def test_every_recipe_method_meets_its_explainers_capability_needs():
     assert {m for m, e in EXPLAINERS.items() if e.ranks_history} == {"history", "intrinsic", "paths", "counterfactual"}
 
 
+def test_faithfulness_verdicts_follow_the_rule(monkeypatch):
+    from types import SimpleNamespace
+
+    from whyrec import explain
+
+    run = SimpleNamespace(config={"model": "toy", "model_config": {}})
+    assert explain.verdict(run, "history")["verdict"] == "not measured"
+    monkeypatch.setitem(explain.MEASURED, ("history", "toy"), (0.70, 0.78, 0.2, "toy data"))
+    assert explain.verdict(run, "history")["verdict"] == "not faithful"  # not significant
+    monkeypatch.setitem(explain.MEASURED, ("history", "toy"), (0.80, 0.78, 1e-9, "toy data"))
+    assert explain.verdict(run, "history")["verdict"] == "not faithful"  # significant, but worse than random
+    monkeypatch.setitem(explain.MEASURED, ("history", "toy"), (0.70, 0.78, 1e-9, "toy data"))
+    assert explain.verdict(run, "history") == {
+        "verdict": "faithful",
+        "note": "deletion area 0.700 against random's 0.780, paired Wilcoxon p = 1e-09 (toy data)"}
+    run.config["model_config"]["user_repr"] = "history"
+    assert explain.model_key(run) == "toy/history" and explain.verdict(run, "history")["verdict"] == "not measured"
+
+
 def test_one_default_item_for_every_method(run):
     u = run.user_index("7")
     t = default_item(run, u)
@@ -50,6 +69,7 @@ def test_one_default_item_for_every_method(run):
     items["paths"] = EXPLAINERS["paths"].explain(run, u).item  # model-agnostic: any run has a graph
     assert set(items.values()) == {int(run.item_ids[t])}, items
     assert EXPLAINERS["concepts"].explain(run, u).item is None  # a per-user method: no item
+    assert EXPLAINERS["concepts"].explain(run, u).faithfulness is None  # it ranks no history: no verdict
 
 
 def test_options_are_validated_per_method(run):
@@ -152,6 +172,7 @@ def test_history_only_run_explains_exactly(history_run):
     u = run.user_index("7")
     why = run.explain(user="7", method="history")
     assert why.extras["exact"] and why.baseline == 0.0 and why.extras["history_share"] == 1.0
+    assert why.faithfulness["verdict"] == "faithful" and "Wilcoxon" in why.faithfulness["note"]  # measured
     assert why.total == pytest.approx(why.score, rel=1e-4)
     # each listed removal effect is the contribution itself, and a re-scoring confirms it
     hist = run.matrices["train"][u].indices

@@ -454,7 +454,8 @@ def describe(result: dict) -> dict:
     stats = {"top k": result["k"], "set size": result["size"], "history items": result["n_history"],
              "verified": result["verified"]}
     after = result["rank_after"] if result["found"] else result.get("best_rank", result["rank_after"])
-    compare = {"rank now": result["rank_before"], ("rank without them" if result["found"] else "best rank reached"): after}
+    compare = {"rank now": result["rank_before"],
+               ("rank without them" if result["found"] else "best rank reached"): after}
     return {"contributions": [Contribution(HISTORY, r["title"], 1.0, r["item"]) for r in result["removed"]],
             "score": result["score_before"], "statement": result["statement"], "stats": stats, "compare": compare}
 

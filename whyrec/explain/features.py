@@ -39,8 +39,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["FeatureIG", "feature_ig", "repropagation_forward", "explain_run", "explain_many", "describe", "details", "plot",
-           "DEFAULT_STEPS"]
+__all__ = ["FeatureIG", "feature_ig", "repropagation_forward", "explain_run", "explain_many", "describe", "details",
+           "plot", "DEFAULT_STEPS"]
 
 #: one Gauss–Legendre node is already exact here (the integrand is linear along the path, see above);
 #: more nodes only cost time (``--steps`` still sets them)

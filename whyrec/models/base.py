@@ -23,8 +23,8 @@ import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor, nn
 
-__all__ = ["Recommender", "BatchEmbeddings", "binary_rows", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW", "EXACT_HISTORY",
-           "INTRINSIC"]
+__all__ = ["Recommender", "BatchEmbeddings", "binary_rows", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW",
+           "EXACT_HISTORY", "INTRINSIC"]
 
 # What a model can do, declared in its class's ``capabilities`` (callers ask ``model.can(X)`` instead of
 # probing for methods):

@@ -18,5 +18,5 @@ def create_app(run, **kwargs):
     return _create(run, **kwargs)
 
 
-__all__ = ["MethodUnavailable", "UnsupportedMethod", "available_methods", "create_app", "explainer_for", "explanation_module",
-           "supported_methods"]
+__all__ = ["MethodUnavailable", "UnsupportedMethod", "available_methods", "create_app", "explainer_for",
+           "explanation_module", "supported_methods"]

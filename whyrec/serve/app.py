@@ -44,7 +44,8 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from ..models.base import DOT, FOLD_IN, can
-from . import MethodUnavailable, UnsupportedMethod, available_methods, explainer_for, explanation_module, supported_methods
+from . import (MethodUnavailable, UnsupportedMethod, available_methods, explainer_for, explanation_module,
+               supported_methods)
 
 try:  # orjson is optional: several times faster than json for the response bodies
     import orjson
@@ -528,7 +529,8 @@ class Service:
         if body is not None:
             return body
         method, u, i, options = key
-        body = dumps(explainer_for(self.run, method, option="method").explain(self.run, u, i, **dict(options)).to_dict())
+        explainer = explainer_for(self.run, method, option="method")
+        body = dumps(explainer.explain(self.run, u, i, **dict(options)).to_dict())
         if self.explain_cache_size > 0:
             with self.cache_lock:
                 self.explain_cache[key] = body
