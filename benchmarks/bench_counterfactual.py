@@ -19,6 +19,8 @@ over the users the counterfactual flipped (the same flips).
 
     python benchmarks/bench_counterfactual.py --models gf-cf,cheby-cf,bspm
     python benchmarks/bench_counterfactual.py --models lightgcn --users 200 --run lightgcn=runs/ml100k
+    python benchmarks/bench_counterfactual.py --models lightgcn --run lightgcn=runs/ml100k-history \
+        --out benchmarks/results/counterfactual_ml100k_lightgcn_history.json   # --opt user_repr=history
 
 Writes ``benchmarks/results/counterfactual_ml100k.json`` (``--out``) and prints a markdown table.
 """

@@ -106,7 +106,7 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
 
 
 def test_explain_figure_is_replaced_only_by_a_complete_one(old_run, tmp_path, monkeypatch):
-    import whyrec.explain.history as history
+    import whyrec.explain.explanation as explanation  # history draws the generic figure
 
     fig = tmp_path / "why.png"
     fig.write_bytes(b"the user's figure")
@@ -115,7 +115,7 @@ def test_explain_figure_is_replaced_only_by_a_complete_one(old_run, tmp_path, mo
         Path(path).write_bytes(b"partial")
         raise ValueError("cannot draw this")
 
-    monkeypatch.setattr(history, "plot", broken_plot)
+    monkeypatch.setattr(explanation, "plot", broken_plot)
     result = runner.invoke(app, ["explain", str(old_run), "--user", "1", "--item", "50", "--method", "history",
                                  "--figure", str(fig)])
     assert result.exit_code == 1 and "cannot draw this" in result.stderr

@@ -67,6 +67,13 @@ def test_counterfactual_explainer_by_hand(run):
     assert res["flip"]["2"]["flipped"] == 0.0
     assert res["fidelity"]["fidelity_plus@1"] == 1.0 and res["fidelity"]["fidelity_minus@1"] == 0.0
     assert res["deletion"]["area"] == pytest.approx((A + 2 * B) / S0 / 2, rel=1e-5)
+    # PN/PS of the set E = {0, 1}: without E, s(3) = B < s(4) = C (rank 2: out of first place, not of the top 2);
+    # E alone, s(3) = 2A > s(4) = 0 (rank 1)
+    assert u["set_size"] == 2 and u["set_ranks"] == [2, 1]
+    assert res["pn_ps"] == {"n_explained": 1, "set_size_median": 2.0, "PN@1": 1.0, "PS@1": 1.0, "PN@2": 0.0,
+                            "PS@2": 1.0}
+    assert evaluate_curves(run, "history", max_remove=2, ks=(1,), fidelity_m=1, flip_max=2, users=[0])["pn_ps"] \
+        is None  # a ranking, not a set: PN/PS do not apply
 
 
 def test_random_curve_is_a_real_removal_order(run):

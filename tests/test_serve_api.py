@@ -271,7 +271,10 @@ def test_unsupported_method_is_400_naming_the_supported_ones(client, pop_client)
 def test_missing_method_module_is_a_clean_501(run, monkeypatch):
     from whyrec import explain
 
-    monkeypatch.setitem(explain.METHODS, "history", "whyrec.explain._not_written_yet")
+    import dataclasses
+
+    monkeypatch.setitem(explain.EXPLAINERS, "history",
+                        dataclasses.replace(explain.EXPLAINERS["history"], module="whyrec.explain._not_written_yet"))
     c = TestClient(create_app(run))
     assert "not available in this version" in detail(c.get("/users/1/explanations/50?method=history"), 501)
     assert "history" not in c.get("/health").json()["available_methods"]
@@ -285,9 +288,9 @@ def fake_history(monkeypatch):
 
     def explain_run(run, user, item, **options):
         calls.append((user, item, options))
-        if options.get("genre") == "boom":
+        if options.get("steps") == 13:
             raise RuntimeError("explainer bug")
-        if options.get("genre") == "bad":
+        if options.get("steps") == 12:
             raise ValueError("bad option for history")
         return {"method": "history", "user": int(run.user_ids[user]), "item": int(run.item_ids[item]),
                 "score": np.float32(1.5), "attributions": [{"title": "A", "attribution": 1.0}]}
@@ -300,23 +303,28 @@ def fake_history(monkeypatch):
 def test_explanation_dispatches_to_the_method_module(run, fake_history):
     c = TestClient(create_app(run), raise_server_exceptions=False)
     assert "history" in c.get("/health").json()["available_methods"]
-    r = c.get("/users/7/explanations/Fargo%20(1996)?method=history&steps=20&top=5&baseline=zero")
+    assert "only apply to --method features" in detail(
+        c.get("/users/7/explanations/100?method=history&baseline=zero"), 400)
+    r = c.get("/users/7/explanations/Fargo%20(1996)?method=history&steps=20&top=5")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body == {"method": "history", "user": 7, "item": 100, "score": 1.5,
-                    "attributions": [{"title": "A", "attribution": 1.0}]}
+    legacy = {"method": "history", "user": 7, "item": 100, "score": 1.5,
+              "attributions": [{"title": "A", "attribution": 1.0}]}
+    assert {k: body[k] for k in legacy} == legacy  # the method's own result, plus the common shape
+    assert body["explanation"]["score"] == 1.5 and body["explanation"]["user"] == 7
+    assert body["already_interacted"] is True  # user 7 rated Fargo: the explanation says so
     user, item, options = fake_history[0]
     assert user == run.user_index(7) and item == run.titles().resolve("100")
-    assert options == {"steps": 20, "baseline": "zero", "top": 5, "genre": None, "compare_items": None}
-    assert c.get("/users/7/explanations/100?method=history&steps=20&top=5&baseline=zero").json() == body
+    assert options == {"steps": 20, "top": 5}  # options that are not the method's: refused (below)
+    assert c.get("/users/7/explanations/100?method=history&steps=20&top=5").json() == body
     assert len(fake_history) == 1  # the same pair and options again: from the cache
     assert "unknown user id" in detail(c.get("/users/100000/explanations/100?method=history"), 404)
     assert "no item matches" in detail(c.get("/users/7/explanations/qqqqzzzz?method=history"), 404)
     assert c.get("/users/7/explanations/100?method=history&steps=0").status_code == 422
     assert c.get("/users/7/explanations/100?method=history&steps=1001").status_code == 422
     assert c.get("/users/7/explanations/100?method=history&baseline=median").status_code == 422
-    assert "bad option" in detail(c.get("/users/7/explanations/100?method=history&genre=bad"), 400)
-    assert "explainer bug" in detail(c.get("/users/7/explanations/100?method=history&genre=boom"), 500)
+    assert "bad option" in detail(c.get("/users/7/explanations/100?method=history&steps=12"), 400)
+    assert "explainer bug" in detail(c.get("/users/7/explanations/100?method=history&steps=13"), 500)
 
 
 def test_concepts_explanation_for_real(client):

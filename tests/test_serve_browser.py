@@ -116,6 +116,9 @@ def test_existing_user_explanations_render(page, base_url):
         section.locator("svg rect").first.wait_for(timeout=180_000)
         assert section.get_attribute("data-ready") == "1"
         assert section.locator(".error").count() == 0
+        # drawn from the result's "explanation" object: an explainer that ranks history items shows its verdict
+        ranks = method in ("history", "intrinsic", "paths", "counterfactual")
+        assert section.locator(".faithfulness").count() == (1 if ranks else 0), method
     missing = set(health["explain_methods"]) - set(health["available_methods"])
     if missing:
         assert "Not in this version" in page.locator("#explanations").inner_text()

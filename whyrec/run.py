@@ -274,17 +274,16 @@ class Run(UserItemIds):
         return genre_profile(self, resolve_items(self, [str(x) for x in liked]))
 
     def explain(self, user, item=None, method: str = "history", **options):
-        """Why ``user`` (raw id) gets ``item`` (raw id or title; default: their first recommendation),
-        by ``method`` (:func:`whyrec.explain.supported_methods` lists this run's): an
+        """Why ``user`` (raw id) gets ``item`` (raw id or title; default: their first recommendation,
+        :func:`whyrec.explain.default_item`), by ``method`` (:func:`whyrec.explain.supported_methods` lists this run's): an
         :class:`whyrec.explain.explanation.Explanation`."""
-        from .explain import explanation_module
-        from .explain.explanation import Explanation
+        from .explain import explainer_for
 
-        module = explanation_module(self, method)
+        ex = explainer_for(self, method)
         options.setdefault("top", self.n_items)  # every contribution, not the CLI's top 10
         u = self.user_index(user)
         i = self.titles().resolve(str(item)) if item is not None else None
-        return Explanation.from_result(module.explain_run(self, u, i, **options))
+        return ex.explain(self, u, i, **options)
 
     def save(self, path, overwrite: bool = False) -> Path:
         """Write this run as a run folder at ``path`` (what ``whyrec train --out`` writes), atomically:

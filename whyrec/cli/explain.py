@@ -24,7 +24,8 @@ def explain(
         None, min=1, max=10_000,
         help="Integrated-gradients interpolation steps (default: the method's own; both IG methods are exact "
              "with their default)."),
-    baseline: str = typer.Option("mean", help="Integrated-gradients baseline: mean or zero."),
+    baseline: Optional[str] = typer.Option(None, help="features: Integrated-gradients baseline, mean (default) or "
+                                                      "zero."),
     top: int = typer.Option(10, min=1, help="How many attributions to list."),
     compare_items: Optional[list[str]] = typer.Option(
         None, "--compare-items", help="Several items (ids or titles) to compare one feature across (repeatable)."),
@@ -38,33 +39,33 @@ def explain(
     figure: Optional[Path] = typer.Option(None, "--figure", help="Write a figure (PNG/SVG/PDF) here."),
 ) -> None:
     """Explain one recommendation (or one user's tastes, for --method concepts)."""
-    from ..explain import explanation_module
+    from ..explain import EXPLAINERS, explainer_for
     from ..run import load_run
 
-    if method not in METHODS:  # before any work: a typo is not a question for the run
+    if method not in EXPLAINERS:  # before any work: a typo is not a question for the run
         raise ValueError(f"unknown --method {method!r}; known methods: {', '.join(METHODS)}")
-    cf_options = {name: v for name, v in (("k", k), ("max_size", max_size), ("beam", beam)) if v is not None}
-    if cf_options and method != "counterfactual":
-        flags = ", ".join("--" + name.replace("_", "-") for name in cf_options)
-        raise ValueError(f"{flags} only apply to --method counterfactual")
+    options = EXPLAINERS[method].check_options(dict(
+        steps=steps, baseline=baseline, top=top, genre=genre, k=k, max_size=max_size, beam=beam,
+        compare_items=compare_items or None))  # an option of another method: an error, before loading
     run = load_run(run_dir)
-    module = explanation_module(run, method, option="--method")
+    ex = explainer_for(run, method, option="--method")
     u = run.user_index(user)
     i = run.titles().resolve(item) if item is not None else None
-    compare = [run.titles().resolve(c) for c in compare_items] if compare_items else None
-    result = module.explain_run(run, u, i, steps=steps, baseline=baseline, top=top, compare_items=compare,
-                                genre=genre, **cf_options)
+    if "compare_items" in options:
+        options["compare_items"] = [run.titles().resolve(c) for c in options["compare_items"]]
+        i = options["compare_items"][0] if i is None else i  # the first compared item is the one explained
+    result = ex.explain(run, u, i, **options).to_dict()
     if figure is not None:
         if figure.exists() and figure.is_dir():
             raise ValueError(f"--figure {figure} is a folder; give a file name such as why.png")
         from ..run import atomic_path
 
         with atomic_path(figure) as tmp:  # an existing figure is replaced only by a complete one
-            module.plot(result, tmp)
+            ex.plot(result, tmp)
         result["figure"] = str(figure)
     if as_json:
         typer.echo(json.dumps(result))
     else:
-        typer.echo(module.render_text(result))
+        typer.echo(ex.render_text(result, top=top))
         if figure is not None:
             typer.echo(f"figure: {figure}")

@@ -1,42 +1,182 @@
-"""Explanations.  Each method lives in its own module and exposes
+"""Explanations: one explainer interface, one registry (:data:`EXPLAINERS`), one result type
+(:class:`whyrec.explain.explanation.Explanation`).
 
-* ``explain_run(run, user, item, **options) -> dict`` — a JSON-ready result with at least
-  ``"method"``, ``"user"`` (raw id) and ``"item"`` (raw id or ``None``);
-* ``render_text(result) -> str`` — the ranked table the CLI prints;
-* ``plot(result, path) -> None`` — the figure ``--figure`` writes;
-* optionally ``prepare(run) -> None`` — does once, up front, the per-run work its explanations share
-  (``whyrec serve`` calls it at start-up, so no request pays for it).
+An explainer is an :class:`Explainer`: the capabilities a model must declare for it
+(:func:`whyrec.models.base.can`), the options it takes (any other is an error), and the module doing the
+work, which exposes
 
-``user`` and ``item`` are *indices* into the run (``item`` may be ``None`` for
-per-user methods such as ``concepts``).  Which methods a model supports is listed
-in its recipe (``whyrec models``).
+* ``explain_run(run, user, item, **options) -> dict`` — the method's JSON-ready result (at least
+  ``"method"``, ``"user"`` and ``"item"``, raw ids);
+* ``describe(result) -> dict`` — that result in the common shape: ``contributions`` (ordered
+  :class:`~whyrec.explain.explanation.Contribution` s), ``score``, ``baseline`` and ``additive``,
+  ``statement``, ``stats`` (every key optional);
+* optionally ``importances(run, user, item) -> {history item index: importance}`` (the faithfulness
+  benchmark ranks history items by it), ``details(result) -> list[str]`` (lines the text adds after the
+  contributions), ``plot(result, path)`` (a figure of the method's own; otherwise the generic one) and
+  ``prepare(run)`` (per-run work done once, up front: ``whyrec serve`` calls it at start-up).
+
+:meth:`Explainer.explain` is the one way in (the CLI, :meth:`whyrec.run.Run.explain` and the service):
+it validates the options, applies **one rule for the default item** (:func:`default_item`: what
+``whyrec recommend`` lists first for the user, every item they rated masked) for every method that
+explains an item, and flags an item the user has already interacted with (``already_interacted``).
+
+``user`` and ``item`` are *indices* into the run. Which methods a model supports is listed in its
+recipe (``whyrec models``); each must also pass its explainer's capability check.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
+from typing import Optional
 
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """``name``: the ``--method``; ``module``: where ``explain_run``/``describe`` live; ``needs``: the
+    model must declare one of these capabilities (``"GRAPH"`` for :data:`whyrec.models.base.GRAPH`, ...;
+    empty: any model); ``options``: the options it takes
+    besides ``top`` (how many contributions to list), which every explainer takes; ``per_user``: it
+    explains a user, not an item (no default item); ``ranks_history``: it has ``importances``."""
+
+    name: str
+    module: str
+    needs: tuple = ()
+    options: tuple = ()
+    per_user: bool = False
+    ranks_history: bool = False
+
+    def load(self):
+        """The implementing module; :class:`ValueError` when it is missing from this installation."""
+        try:
+            return importlib.import_module(self.module)
+        except ModuleNotFoundError as err:
+            if err.name == self.module:
+                raise ValueError(f"explanation method {self.name!r} is not available in this version of whyrec") \
+                    from None
+            raise
+
+    def supports(self, model) -> bool:
+        """Whether ``model`` declares one of :attr:`needs` (named as :mod:`whyrec.models.base`'s constants,
+        resolved here so that importing the registry does not import torch)."""
+        from ..models import base
+
+        return not self.needs or any(base.can(model, getattr(base, c)) for c in self.needs)
+
+    def check_options(self, options: dict, flag=lambda name: "--" + name.replace("_", "-")) -> dict:
+        """``options`` without the ``None`` values; :class:`ValueError` naming any this explainer does not
+        take and the methods that do."""
+        opts = {k: v for k, v in options.items() if v is not None}
+        unknown = [k for k in opts if k != "top" and k not in self.options]
+        if unknown:
+            owners = [e.name for e in EXPLAINERS.values() if set(unknown) <= set(e.options)]
+            where = f" only apply to --method {', '.join(owners)}" if owners else " are not options of any method"
+            raise ValueError(f"{', '.join(flag(k) for k in unknown)}{where} (--method {self.name} takes "
+                             f"{', '.join(flag(k) for k in ('top', *self.options))})")
+        return opts
+
+    def importances(self, run, user: int, item: int) -> dict[int, float]:
+        """``{history item index: importance}`` of ``ŷ(user, item)`` (larger = more important)."""
+        if not self.ranks_history:
+            raise ValueError(f"--method {self.name} does not rank history items")
+        return self.load().importances(run, int(user), int(item))
+
+    def explain(self, run, user: int, item: Optional[int] = None, **options):
+        """The :class:`~whyrec.explain.explanation.Explanation` of ``ŷ(user, item)`` (indices; ``item``
+        ``None``: :func:`default_item`)."""
+        from .explanation import Explanation
+
+        opts = self.check_options(options)
+        module = self.load()
+        u = int(user)
+        if item is None and not self.per_user:
+            item = default_item(run, u)
+        result = module.explain_run(run, u, None if item is None else int(item), **opts)
+        e = Explanation.from_result(result, describe=getattr(module, "describe", None),
+                                    already_interacted=item is not None and interacted(run, u, int(item)))
+        e.faithfulness = verdict(run, self.name) if self.ranks_history else None
+        return e
+
+    def render_text(self, result: dict, top: Optional[int] = None) -> str:
+        from .explanation import render_text
+
+        return render_text(result, top=top, details=getattr(self.load(), "details", None))
+
+    def plot(self, result: dict, path) -> None:
+        from .explanation import plot
+
+        getattr(self.load(), "plot", plot)(result, path)
+
+
+_F = "whyrec.explain."
+#: every explanation method
+EXPLAINERS: dict[str, Explainer] = {e.name: e for e in (
+    Explainer("features", _F + "features", ("GRAPH",), ("steps", "baseline", "compare_items", "genre")),  # IG, features
+    Explainer("history", _F + "history", ("GRAPH", "EXACT_HISTORY"), ("steps",), ranks_history=True),  # IG / exact
+    Explainer("concepts", _F + "concepts", (), ("genre", "seed", "min_items"), per_user=True),  # CAVs (seed 004)
+    Explainer("intrinsic", _F + "intrinsic", ("INTRINSIC",), ranks_history=True),  # the model's own (seed 002)
+    Explainer("paths", _F + "paths", (), ranks_history=True),  # post-hoc path weights (stands in for SEP)
+    Explainer("counterfactual", _F + "counterfactual", ("RESCORE", "GRAPH"), ("k", "max_size", "beam", "pool"),
+              ranks_history=True),  # the smallest history set whose removal drops the item
+)}
 #: method name -> module implementing it
-METHODS: dict[str, str] = {
-    "features": "whyrec.explain.features",   # Integrated Gradients over side features (seed 000)
-    "history": "whyrec.explain.history",     # Integrated Gradients over the user's graph edges
-    "concepts": "whyrec.explain.concepts",   # concept activation vectors for genres (seed 004)
-    "intrinsic": "whyrec.explain.intrinsic", # the disentangled model's own importances (seed 002)
-    "paths": "whyrec.explain.paths",         # post-hoc path weights to the item (stands in for SEP)
-    "counterfactual": "whyrec.explain.counterfactual",  # the smallest history set whose removal drops the item
+METHODS: dict[str, str] = {name: e.module for name, e in EXPLAINERS.items()}
+
+
+#: what the faithfulness benchmark measured (docs/explanations.md): (method, model key) -> (deletion area of the
+#: method, random's, Wilcoxon p of the paired per-user areas, where). The rule: an explainer whose deletion
+#: area is not significantly below random's (p >= 0.05, or not lower) is **not faithful**.
+MEASURED: dict[tuple[str, str], tuple[float, float, float, str]] = {
+    ("history", "gf-cf"): (0.609, 0.783, 1.4e-34, "ML-100K, 200 users"),
+    ("counterfactual", "gf-cf"): (0.692, 0.783, 1.1e-30, "ML-100K, 200 users"),
+    ("intrinsic", "resolved"): (0.953, 0.999, 4.0e-03, "Last.fm, 171 users"),
+    ("paths", "resolved"): (0.840, 0.999, 8.2e-18, "Last.fm, 171 users"),
+    ("counterfactual", "resolved"): (0.782, 0.999, 4.6e-26, "Last.fm, 171 users"),
+    ("history", "lightgcn"): (0.897, 0.949, 1.9e-09, "ML-100K, 30 users"),
+    ("history", "lightgcn/history"): (0.674, 0.783, 1.4e-34, "ML-100K, 200 users"),
+    ("counterfactual", "lightgcn/history"): (0.758, 0.783, 2.7e-13, "ML-100K, 200 users"),
 }
+
+
+def model_key(run) -> str:
+    """``run``'s model as :data:`MEASURED` names it (``lightgcn/history`` for LightGCN's history-only mode)."""
+    repr_ = (run.config.get("model_config") or {}).get("user_repr")
+    return f"{run.config.get('model')}/{repr_}" if repr_ else str(run.config.get("model"))
+
+
+def verdict(run, method: str) -> dict:
+    """The benchmark's verdict on ``method`` for this run's model: ``{"verdict": "faithful" | "not faithful" |
+    "not measured", "note"}`` (:data:`MEASURED`; concepts and features explain no removal: not measured)."""
+    m = MEASURED.get((method, model_key(run)))
+    if m is None:
+        return {"verdict": "not measured", "note": "its deletion area has not been compared with random removal's "
+                                                   "for this model"}
+    area, rand, p, where = m
+    ok = p < 0.05 and area < rand
+    return {"verdict": "faithful" if ok else "not faithful",
+            "note": f"deletion area {area:.3f} against random's {rand:.3f}, paired Wilcoxon p = {p:.2g} ({where})"}
+
+
+def default_item(run, user_idx: int) -> int:
+    """The item every method explains when none is given: what ``whyrec recommend`` lists first for
+    the user (every item they rated masked)."""
+    from ..recommend import top_item
+
+    return top_item(run, int(user_idx))
+
+
+def interacted(run, user_idx: int, item_idx: int) -> bool:
+    """Whether the user has interacted with the item (any rating, in any part of the split)."""
+    seen = run.matrices["seen"]
+    return bool(seen[int(user_idx), int(item_idx)])
 
 
 def explainer(method: str):
     """The module implementing ``method``; :class:`ValueError` naming the known ones."""
-    if method not in METHODS:
-        raise ValueError(f"unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}")
-    try:
-        return importlib.import_module(METHODS[method])
-    except ModuleNotFoundError as err:
-        if err.name == METHODS[method]:
-            raise ValueError(f"explanation method {method!r} is not available in this version of whyrec") from None
-        raise
+    if method not in EXPLAINERS:
+        raise ValueError(f"unknown explanation method {method!r}; choose one of: {', '.join(EXPLAINERS)}")
+    return EXPLAINERS[method].load()
 
 
 class UnsupportedMethod(ValueError):
@@ -52,14 +192,16 @@ class MethodUnavailable(ValueError):
 
 
 def supported_methods(run) -> tuple[str, ...]:
-    """The explanation methods the run's model supports, in its recipe's order."""
+    """The explanation methods the run's model supports: its recipe's, in that order, whose explainer's
+    capability needs the model meets."""
     from ..train.recipes import get_recipe
 
-    return tuple(get_recipe(run.config["model"]).explain_methods)
+    return tuple(m for m in get_recipe(run.config["model"]).explain_methods
+                 if m in EXPLAINERS and EXPLAINERS[m].supports(run.model))
 
 
-def explanation_module(run, method: str, *, option: str = "method"):
-    """The module implementing ``method`` for ``run``.
+def explainer_for(run, method: str, *, option: str = "method") -> Explainer:
+    """The :class:`Explainer` of ``method`` for ``run``, its module importable.
 
     Raises :class:`UnsupportedMethod` when the run's model does not support ``method`` (the message
     names the supported ones; ``option`` is how the caller spells the parameter, ``--method`` for
@@ -71,9 +213,15 @@ def explanation_module(run, method: str, *, option: str = "method"):
         raise UnsupportedMethod(f"a {run.config['model']} run cannot be explained with {option} {method}; "
                                 f"supported: {names}", supported)
     try:
-        return explainer(method)
+        EXPLAINERS[method].load()
     except ValueError as err:
         raise MethodUnavailable(str(err)) from None
+    return EXPLAINERS[method]
+
+
+def explanation_module(run, method: str, *, option: str = "method"):
+    """The module implementing ``method`` for ``run`` (:func:`explainer_for`'s checks)."""
+    return explainer_for(run, method, option=option).load()
 
 
 def available_methods(run) -> tuple[str, ...]:
@@ -108,5 +256,6 @@ def run_cache(run, name: str) -> dict:
     return entry[2]
 
 
-__all__ = ["METHODS", "run_cache", "MethodUnavailable", "UnsupportedMethod", "available_methods", "explainer",
-           "explanation_module", "supported_methods"]
+__all__ = ["EXPLAINERS", "Explainer", "METHODS", "run_cache", "MethodUnavailable", "UnsupportedMethod",
+           "available_methods", "default_item", "explainer", "explainer_for", "explanation_module", "verdict",
+           "interacted", "model_key", "MEASURED", "supported_methods"]

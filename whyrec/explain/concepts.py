@@ -53,7 +53,7 @@ Agreement with behaviour
     positive). A movie with several genres counts in each of them.
 
 Everything here is plain numpy / scikit-learn; the explainer contract at the
-bottom (:func:`explain_run`, :func:`render_text`, :func:`plot`) serves
+bottom (:func:`explain_run`, :func:`describe`, :func:`details`, :func:`plot`) serves
 ``whyrec explain --method concepts``.
 """
 
@@ -73,7 +73,7 @@ __all__ = [
     "ConceptError", "ConceptActivationVectors", "ConceptSignificanceTest", "GenreHistory",
     "genre_matrix", "select_genres", "sensitivities", "rank_genres", "cosine_matrix", "pca_2d",
     "agreement", "run_embeddings", "analyze_run", "ConceptReport",
-    "explain_run", "render_text", "plot", "DEFAULT_MIN_ITEMS",
+    "explain_run", "describe", "details", "plot", "DEFAULT_MIN_ITEMS",
 ]
 
 #: a genre needs at least this many items (and as many non-items) to fit a CAV
@@ -623,7 +623,7 @@ def explain_run(run, user: int, item: Optional[int] = None, **options) -> dict:
 
     ``user``/``item`` are indices (``item`` may be ``None``; when given, its genres
     are flagged). Options: ``genre`` (comma-separated genres to restrict to),
-    ``top`` (how many rows ``render_text`` shows), ``seed``; other options of the
+    ``top`` (how many genres the text lists), ``seed``; other options of the
     ``explain`` command are ignored. No significance test here (``whyrec concepts``
     runs it); ``z`` is the sensitivity standardized over all users.
     """
@@ -664,27 +664,30 @@ def explain_run(run, user: int, item: Optional[int] = None, **options) -> dict:
     return out
 
 
-def render_text(result: dict) -> str:
-    """The ranked table: genre, sensitivity (and z over users) next to the user's history."""
-    head = f"user {result['user']}: {result['n_rated']} rated movies"
-    if result.get("mean_rating") is not None:
-        head += f" (mean {result['mean_rating']:.2f}), {result['n_train']} training positives"
-    lines = [head]
+def describe(result: dict) -> dict:
+    """The common shape: the genres (concepts) by the user's sensitivity ``e_u · v_C`` (not additive)."""
+    from .explanation import CONCEPT, Contribution
+
+    head = f"{result['n_rated']} rated movies, {result['n_train']} training positives"
     if result.get("item") is not None:
-        lines.append(f"item {result['item']} {result.get('item_title') or ''} "
-                     f"[{', '.join(result.get('item_genres') or [])}] score {result.get('score', float('nan')):.3f}"
-                     "  (* = the item's genres)")
-    lines.append(f"{'rank':>4}  {'genre':<14}{'sensitivity':>12}{'z':>7}{'cav acc':>9}   "
-                 f"{'rated':>6}{'mean':>6}{'train':>7}{'share':>7}")
+        head += f"; this item's genres: {', '.join(result.get('item_genres') or []) or '-'}"
+    return {"contributions": [Contribution(CONCEPT, r["genre"], float(r["sensitivity"]))
+                              for r in result["genres"][: result.get("top") or None]],
+            "statement": head}
+
+
+def details(result: dict) -> list[str]:
+    """The user's real genre history next to each genre's sensitivity."""
+    lines = [f"{'genre':<14}{'z':>7}{'cav acc':>9}   {'rated':>6}{'mean':>6}{'train':>7}{'share':>7}"]
     for r in result["genres"][: result.get("top") or None]:
         mean = f"{r['mean_rating']:.2f}" if r["mean_rating"] is not None else "-"
         share = f"{r['share']:.1%}" if r["share"] is not None else "-"
         star = "*" if r.get("item_genre") else " "
-        lines.append(f"{r['rank']:>4}{star} {r['genre']:<14}{r['sensitivity']:>12.4f}{r['z']:>7.2f}"
-                     f"{r['cav_accuracy']:>9.2f}   {r['n_rated']:>6}{mean:>6}{r['n_train']:>7}{share:>7}")
-    lines.append("sensitivity = e_u · v_C (unit CAV); z = standardized over all users; "
-                 "share = the genre's share of the user's training positives")
-    return "\n".join(lines)
+        lines.append(f"{r['genre']:<13}{star}{r['z']:>7.2f}{r['cav_accuracy']:>9.2f}   {r['n_rated']:>6}{mean:>6}"
+                     f"{r['n_train']:>7}{share:>7}")
+    lines.append("value = sensitivity e_u · v_C (unit CAV); z = standardized over all users; share = the genre's "
+                 "share of the user's training positives; * = the item's genres")
+    return lines
 
 
 def plot(result: dict, path) -> None:

@@ -50,7 +50,7 @@ import scipy.sparse as sp
 
 from ..models.base import GRAPH, RESCORE, can
 
-__all__ = ["CounterfactualSearch", "counterfactual_set", "explain_run", "render_text", "plot", "importances",
+__all__ = ["CounterfactualSearch", "counterfactual_set", "explain_run", "describe", "details", "importances",
            "margins", "ranks", "DEFAULT_MAX_SIZE"]
 
 DEFAULT_K = 1
@@ -397,7 +397,8 @@ def explain_run(run, user_idx: int, item_idx=None, k: Optional[int] = None, max_
                 beam: Optional[int] = None, pool: Optional[int] = None, **_options) -> dict:
     """JSON-ready counterfactual explanation of ``item_idx`` (default: the user's top recommendation)."""
     from .decomposition import _history
-    from .history import _title, _top_item
+    from . import default_item
+    from .history import _title
 
     t0 = time.perf_counter()
     k = DEFAULT_K if k is None else k
@@ -411,7 +412,7 @@ def explain_run(run, user_idx: int, item_idx=None, k: Optional[int] = None, max_
     hist = _history(run, u)
     if hist.size == 0:
         raise ValueError(f"user {run.user_ids[u]} has no training history: there is nothing to remove")
-    item = _top_item(run, u) if item_idx is None else int(item_idx)
+    item = default_item(run, u) if item_idx is None else int(item_idx)
     seen = run.matrices["seen"]
     mask = seen.indices[seen.indptr[u]:seen.indptr[u + 1]].astype(np.int64)
     if item in set(mask.tolist()):
@@ -445,37 +446,27 @@ def importances(run, user_idx: int, item_idx: int) -> dict[int, float]:
     return {int(j): float(n - r) for r, j in enumerate(res["removed"])}
 
 
-def render_text(result: dict) -> str:
-    lines = [f"counterfactual for user {result['user']} and {result['item_title']} (id {result['item']}), "
-             f"top {result['k']}", result["statement"]]
+def describe(result: dict) -> dict:
+    """The common shape: the removal set in the order the search ranked it (each value 1: a member of the
+    set), the statement, ``t``'s rank before and after; the score is ``t``'s before the removal."""
+    from .explanation import HISTORY, Contribution
+
+    stats = {"top k": result["k"], "set size": result["size"], "history items": result["n_history"],
+             "verified": result["verified"]}
+    after = result["rank_after"] if result["found"] else result.get("best_rank", result["rank_after"])
+    compare = {"rank now": result["rank_before"],
+               ("rank without them" if result["found"] else "best rank reached"): after}
+    return {"contributions": [Contribution(HISTORY, r["title"], 1.0, r["item"]) for r in result["removed"]],
+            "score": result["score_before"], "statement": result["statement"], "stats": stats, "compare": compare}
+
+
+def details(result: dict) -> list[str]:
+    lines = []
     if result["found"] and not result.get("already_out"):
-        lines.append(f"rank {result['rank_before']} -> {result['rank_after']}   score {result['score_before']:.4f} -> "
-                     f"{result['score_after']:.4f}   {result['size']} of {result['n_history']} history items"
-                     + ("   (proven smallest)" if result["optimal"] else "   (irreducible: no item of it can be kept)"))
-        for n, r in enumerate(result["removed"], 1):
-            rating = f"{r['rating']:.0f}" if r.get("rating") else "-"
-            lines.append(f"{n:>4}  {rating:>6}  {r['title']} (id {r['item']})")
+        lines.append(f"score {result['score_before']:.4f} -> {result['score_after']:.4f}   "
+                     + ("proven smallest" if result["optimal"] else "irreducible: no item of it can be kept"))
     elif not result["found"]:
-        lines.append(f"rank {result['rank_before']} (best reached: {result.get('best_rank', result['rank_after'])})")
+        lines.append(f"best rank reached: {result.get('best_rank', result['rank_after'])}")
     lines.append(f"search: {result['search']}; candidates ordered by {result['estimate'] or '-'}; "
                  f"{result['rescorings']} exact re-scorings; verified: {result['verified']}")
-    return "\n".join(lines)
-
-
-def plot(result: dict, path) -> None:
-    """The removed items as a ladder: ``t``'s rank before and after."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = result["removed"]
-    fig = Figure(figsize=(7, 0.35 * len(rows) + 1.8))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.barh(range(len(rows)), [1] * len(rows), color="tab:red")
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([r["title"][:45] for r in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xticks([])
-    ax.set_title(f"{result['statement']}\nrank {result['rank_before']} -> {result['rank_after']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return lines

@@ -1,5 +1,6 @@
-"""``--method history`` for the graph filters (``gf-cf``, ``bspm``, ``cheby-cf``): the exact
-decomposition of a score over the user's history.
+"""``--method history`` for the models whose score is linear in the history (``EXACT_HISTORY``: the graph
+filters ``gf-cf``, ``bspm``, ``cheby-cf`` and LightGCN's history-only mode): the exact decomposition of a
+score over the user's history.
 
 A filter scores ``s(u, t) = Σ_{j ∈ H} F(j, t)`` for the user's binary history ``H``
 (:mod:`whyrec.models.spectral`), so the contribution of history item ``j`` is ``F(j, t)``:
@@ -77,7 +78,7 @@ def explain_filter(run, user_idx: int, item: int, top: int = 10) -> dict:
             "item_title": _title(run, item), "score": score, "baseline_score": 0.0, "delta": delta,
             "relative_delta": abs(delta) / abs(score) if score else 0.0, "steps": 0, "n_history": int(hist.size),
             "history_share": 1.0,  # a filter's score is a function of the history alone
-            "baseline": "an empty history (the filter is linear in the history: it scores 0)",
+            "baseline": "an empty history (the score is linear in the history: it scores 0)",
             "because": because_text([_title(run, int(hist[p])) for p in support]), "positive_total": pos_total,
             "negative_total": float(attr[attr < 0].sum()), "attributions": rows,
             "seconds": time.perf_counter() - t0}

@@ -27,15 +27,15 @@ Protocol (one explainer ``M``, removal counts ``m``, ``runs`` repetitions):
    (``intrinsic``, ``paths``) give the same removal every run, so their ``std`` is 0;
    ``random`` draws a fresh uniform random permutation of the history per user and run.
 
-Explainers plug in through :data:`IMPORTANCE_FUNCTIONS`: a name -> ``"module:function"``
-whose function has the signature::
+Explainers plug in through the registry (:data:`whyrec.explain.EXPLAINERS`, ``ranks_history``); their
+``importances`` has the signature::
 
     importances(run, user_idx: int, item_idx: int) -> dict[int, float]
 
 (``run``: :class:`whyrec.run.Run`; keys are the user's history item *indices*, values any
 real importance, larger = more important; items left out count as 0). ``history`` points at
 ``whyrec.explain.history:importances`` (Integrated Gradients over graph edges); adding a
-method is one line here.
+method is one line in the registry.
 
 What "remove an input" means, per model (:func:`rescore`):
 
@@ -53,7 +53,6 @@ What "remove an input" means, per model (:func:`rescore`):
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Optional
 
 import numpy as np
@@ -61,18 +60,16 @@ import scipy.sparse as sp
 import torch
 
 from ..models.base import GRAPH, RESCORE, can
+from . import EXPLAINERS
 
 __all__ = ["IMPORTANCE_FUNCTIONS", "importance_function", "rescore", "evaluate_faithfulness",
            "render_text", "plot", "plot_many", "METHODS", "CURVE_METRICS", "METRICS", "evaluate_curves",
            "render_curves", "plot_curves", "paired_test"]
 
-#: explainer name -> "module:function" with ``importances(run, user_idx, item_idx) -> {j: score}``
-IMPORTANCE_FUNCTIONS: dict[str, str] = {
-    "intrinsic": "whyrec.explain.intrinsic:importances",
-    "paths": "whyrec.explain.paths:importances",
-    "history": "whyrec.explain.history:importances",
-    "counterfactual": "whyrec.explain.counterfactual:importances",
-}
+#: explainer name -> "module:function" with ``importances(run, user_idx, item_idx) -> {j: score}``: the
+#: registry's explainers that rank history items (:data:`whyrec.explain.EXPLAINERS`)
+IMPORTANCE_FUNCTIONS: dict[str, str] = {name: f"{e.module}:importances" for name, e in EXPLAINERS.items()
+                                        if e.ranks_history}
 METHODS = ("intrinsic", "random", "paths", "history", "counterfactual")
 K = 10
 
@@ -85,17 +82,8 @@ def importance_function(method: str) -> Optional[Callable]:
     if method not in IMPORTANCE_FUNCTIONS:
         raise ValueError(f"unknown faithfulness method {method!r}; choose one of: "
                          f"{', '.join(['random', *IMPORTANCE_FUNCTIONS])}")
-    mod_name, fn_name = IMPORTANCE_FUNCTIONS[method].split(":")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError as err:
-        if err.name == mod_name:
-            raise ValueError(f"faithfulness method {method!r} is not available in this version of whyrec") from None
-        raise
-    fn = getattr(mod, fn_name, None)
-    if fn is None:
-        raise ValueError(f"faithfulness method {method!r}: {mod_name} has no {fn_name}(run, user, item)")
-    return fn
+    EXPLAINERS[method].load()  # unavailable: an error now, not in the middle of the benchmark
+    return EXPLAINERS[method].importances
 
 
 def _lightgcn_rescore(model, train: sp.csr_matrix, users: np.ndarray, histories: sp.csr_matrix) -> torch.Tensor:
@@ -316,15 +304,19 @@ CURVE_METRICS = ("deletion", "insertion", "knockout", "fidelity", "flip")
 METRICS = (*CURVE_METRICS, "shift")
 
 
-def _order(fn, run, u: int, t: int, hist: np.ndarray, rng) -> np.ndarray:
-    """The user's history, most important first by ``fn`` (``None``: a uniform random permutation);
-    ties broken by item index."""
+#: explainers whose explanation is a set (the items with a positive importance), scored by PN/PS
+SET_METHODS = ("counterfactual",)
+
+
+def _order(fn, run, u: int, t: int, hist: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The user's history, most important first by ``fn`` (``None``: a uniform random permutation;
+    ties broken by item index), and the items of positive importance (the explanation set)."""
     h = np.sort(hist)
     if fn is None:
-        return rng.permutation(h)
+        return rng.permutation(h), h[:0]
     imp = fn(run, int(u), int(t))
     score = np.array([float(imp.get(int(j), 0.0)) for j in h])
-    return h[np.lexsort((h, -score))]
+    return h[np.lexsort((h, -score))], h[score > 0]
 
 
 def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity_m: Optional[int] = None,
@@ -352,6 +344,10 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
     * **flip@K**: per user the fewest removals, in the explainer's order, after which ``t`` is out of the
       top ``K`` (none within ``flip_max``: not flipped); the summary gives the share flipped and the median
       size over the flipped users. For ``counterfactual`` the order starts with its verified set.
+    * **PN@K / PS@K** (CountER's probabilities of necessity and sufficiency, for the explainers whose
+      explanation is a set ``E_u``, :data:`SET_METHODS`; ``None`` for the others): over the explained items
+      with ``∅ ≠ E_u ⊊ H``, ``PN@K`` = the share whose ``t`` leaves the top ``K`` when ``E_u`` is removed,
+      ``PS@K`` = the share whose ``t`` stays in the top ``K`` when only ``E_u`` is kept.
 
     Returns summaries and ``per_user`` rows (``user``, ``item``, ``n_history``, ``deletion_rank``,
     ``deletion_score``, ``insertion_rank``, ``insertion_score``, ``flip``) for paired tests."""
@@ -383,16 +379,19 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
     for r in _users_progress(len(users), f"curves ({method})", progress):
         u = int(users[r])
         hist, full, t = history_and_top(run, train, u)
-        order = _order(fn, run, u, t, hist, rng)
+        order, eset = _order(fn, run, u, t, hist, rng)
+        eset = eset if method in SET_METHODS and 0 < len(eset) < len(hist) else hist[:0]
         n_del = min(F, len(hist) - 1)
         lists = [order[m:] for m in range(1, n_del + 1)] + [order[:m] for m in range(1, M + 1)]
+        if len(eset):  # PN/PS: the history without the set, and the set alone
+            lists += [np.setdiff1d(hist, eset), eset]
         with torch.no_grad():
             sc = rescore(run, np.full(len(lists), u), _rows(lists, run.n_items)).double().numpy()
         rk = ranks(sc, t, hist)
         s0 = float(full[t])
         norm = abs(s0) if s0 != 0 else 1.0
         d_rank, d_score = rk[:n_del].tolist(), (sc[:n_del, t] / norm).tolist()
-        i_rank, i_score = rk[n_del:].tolist(), (sc[n_del:, t] / norm).tolist()
+        i_rank, i_score = rk[n_del:n_del + M].tolist(), (sc[n_del:n_del + M, t] / norm).tolist()
         flip = {}
         for k in ks:
             out = np.flatnonzero(np.asarray(d_rank) > k)
@@ -400,7 +399,9 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
         rows.append({"user": int(run.user_ids[u]) if hasattr(run, "user_ids") else u, "item":
                      int(run.item_ids[t]) if hasattr(run, "item_ids") else t, "n_history": int(len(hist)),
                      "score": s0, "deletion_rank": d_rank, "deletion_score": d_score, "insertion_rank": i_rank,
-                     "insertion_score": i_score, "flip": {str(k): v for k, v in flip.items()}})
+                     "insertion_score": i_score, "flip": {str(k): v for k, v in flip.items()},
+                     "set_size": int(len(eset)) if len(eset) else None,
+                     "set_ranks": [int(rk[-2]), int(rk[-1])] if len(eset) else None})  # without E, E alone
     n = len(rows)
     d_score = np.array([x["deletion_score"][:M] for x in rows])
     d_rank = np.array([x["deletion_rank"][:M] for x in rows])
@@ -421,8 +422,16 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
         sizes = [x["flip"][str(k)] for x in rows if x["flip"][str(k)] is not None]
         flips[str(k)] = {"flipped": float(len(sizes) / n), "median": float(np.median(sizes)) if sizes else None,
                          "n_flipped": len(sizes)}
+    explained = [x for x in rows if x["set_ranks"] is not None]
+    pnps = None
+    if method in SET_METHODS:
+        pnps = {"n_explained": len(explained), "set_size_median":
+                float(np.median([x["set_size"] for x in explained])) if explained else None}
+        for k in ks:
+            pnps[f"PN@{k}"] = float(np.mean([x["set_ranks"][0] > k for x in explained])) if explained else None
+            pnps[f"PS@{k}"] = float(np.mean([x["set_ranks"][1] <= k for x in explained])) if explained else None
     return {"method": method, "run": str(getattr(run, "path", "")), "model": run.config.get("model"),
-            "metric": "curves", "n_users": n, "max_remove": M, "flip_max": F, "ks": ks, "seed": seed,
+            "metric": "curves", "pn_ps": pnps, "n_users": n, "max_remove": M, "flip_max": F, "ks": ks, "seed": seed,
             "deletion": {"score": d_score.mean(0).tolist(), "rank_median": np.median(d_rank, 0).tolist(),
                          "area": float(del_area.mean()), "area_std": float(del_area.std())},
             "insertion": {"score": i_score.mean(0).tolist(), "rank_median": np.median(i_rank, 0).tolist(),
@@ -444,6 +453,10 @@ def paired_test(a: dict, b: dict, key: str = "deletion_area") -> dict:
     diff = x - y
     p = float(wilcoxon(x, y).pvalue) if np.any(diff != 0) else 1.0
     return {"n": len(pairs), "median_difference": float(np.median(diff)), "p_value": p}
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def render_curves(result: dict) -> str:
@@ -488,6 +501,11 @@ def render_curves(result: dict) -> str:
             med = "-" if f["median"] is None else f"{f['median']:g}"
             parts.append(f"K={k}: {100 * f['flipped']:.1f}% of users within {result['flip_max']}, median {med}")
         lines.append("flip (removals in this order until the item leaves the top K): " + "; ".join(parts))
+    if result.get("pn_ps"):
+        p = result["pn_ps"]
+        lines.append(f"PN/PS of the explanation set ({p['n_explained']} users with a set, median size "
+                     f"{p['set_size_median'] if p['set_size_median'] is not None else '-'}): "
+                     + "  ".join(f"PN@{k} {_num(p[f'PN@{k}'])} PS@{k} {_num(p[f'PS@{k}'])}" for k in result["ks"]))
     if "shift" in result:
         lines.append(render_text(result["shift"]))
     return "\n".join(lines)

@@ -39,14 +39,13 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["FeatureIG", "feature_ig", "repropagation_forward", "explain_run", "explain_many", "render_text", "plot",
-           "DEFAULT_STEPS"]
+__all__ = ["FeatureIG", "feature_ig", "repropagation_forward", "explain_run", "explain_many", "describe", "details",
+           "plot", "DEFAULT_STEPS"]
 
 #: one Gauss–Legendre node is already exact here (the integrand is linear along the path, see above);
 #: more nodes only cost time (``--steps`` still sets them)
 DEFAULT_STEPS = 1
 BASELINES = ("mean", "zero")
-USER_COLOR, ITEM_COLOR = "tab:blue", "tab:orange"
 
 
 def _check_steps(steps) -> int:
@@ -250,12 +249,6 @@ def _title(run, i: int) -> str:
     return run.titles().label(int(i))
 
 
-def _top_item(run, user_idx: int) -> int:
-    from ..recommend import top_item
-
-    return top_item(run, user_idx)
-
-
 def _match_group(ig: FeatureIG, genre: str) -> str:
     for g in ig.group_names:
         if g.lower() == str(genre).strip().lower():
@@ -312,7 +305,9 @@ def explain_run(run, user_idx: int, item_idx=None, steps: int = DEFAULT_STEPS, b
         if int(c) not in items:
             items.append(int(c))
     if not items:
-        items.append(_top_item(run, u))
+        from . import default_item
+
+        items.append(default_item(run, u))
     res = ig.attribute([u] * len(items), items, steps=steps, baseline=baseline)
     first = _one(run, ig, res, 0, u, items[0], top)
     out = {"method": "features", "user": int(run.user_ids[u]), **first, "baseline": baseline, "steps": steps,
@@ -350,18 +345,22 @@ def explain_many(run, pairs, steps: int = DEFAULT_STEPS, baseline: str = "mean",
 
 
 # ---------------------------------------------------------------------- #
-def render_text(result: dict) -> str:
-    lines = [f"why user {result['user']} gets {result['item_title']} (id {result['item']}): Integrated Gradients "
-             f"over user and movie features ({result['baseline']} baseline, {result['steps']} steps)",
-             f"score {result['score']:.4f}   baseline score {result['baseline_score']:.4f}   "
-             f"sum of attributions {result['score'] - result['baseline_score'] + result['delta']:.4f}   "
-             f"delta {result['delta']:.2e}",
+def describe(result: dict) -> dict:
+    """The common shape: the feature groups by |attribution|, user and item features, additive over the
+    baseline's score."""
+    from .explanation import ITEM_FEATURE, USER_FEATURE, Contribution
+
+    return {"contributions": [Contribution(USER_FEATURE if r["side"] == "user" else ITEM_FEATURE,
+                                           f"{r['name']} = {r['value']}", float(r["attribution"]))
+                              for r in result["ranked"]],
+            "baseline": result["baseline_score"], "additive": True, "stats": {"delta": result["delta"]}}
+
+
+def details(result: dict) -> list[str]:
+    lines = [f"Integrated Gradients over user and movie features ({result['baseline']} baseline, "
+             f"{result['steps']} steps)",
              "user: " + ", ".join(f"{g}={v}" for g, v in result["user_profile"].items()),
-             "movie genres: " + (", ".join(result["item_genres"]) or "-"),
-             f"{'rank':>4}  {'attribution':>11}  {'side':<5}  feature"]
-    for k, r in enumerate(result["ranked"], 1):
-        lines.append(f"{k:>4}  {r['attribution']:>+11.4f}  {r['side'] if r['side'] == 'user' else 'movie':<5}  "
-                     f"{r['name']} = {r['value']}")
+             "movie genres: " + (", ".join(result["item_genres"]) or "-")]
     if result.get("comparison"):
         g = result.get("genre")
         lines.append("comparison across movies" + (f" (genre {g})" if g else "") + ":")
@@ -369,21 +368,15 @@ def render_text(result: dict) -> str:
             ga = f"{g} {r['genre_attribution']:+.4f}   " if g else ""
             tops = ", ".join(f"{n} {v:+.3f}" for n, v in r["top_genres"])
             lines.append(f"  {r['item_title']}: score {r['score']:.3f}   {ga}top genres: {tops}")
-    return "\n".join(lines)
-
-
-def _label(r: dict) -> str:
-    side = "user" if r["side"] == "user" else "movie"
-    return f"{side}: {r['name']} = {r['value']}"
+    return lines
 
 
 def plot(result: dict, path) -> None:
-    """Seed Figure 1 (signed horizontal bars of the top groups, user features blue, movie
+    """Seed Figure 1 (the generic figure: signed bars of the top groups, user features blue, movie
     features orange) or, with a comparison, Figure 2 (each movie's top-3 genres, the chosen
     genre highlighted)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     if result.get("comparison"):
         rows = result["comparison"]
@@ -415,20 +408,6 @@ def plot(result: dict, path) -> None:
         fig.savefig(path, dpi=120)
         return
 
-    ranked = result["ranked"][::-1]
-    fig = Figure(figsize=(8, 0.4 * len(ranked) + 1.6))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    vals = [r["attribution"] for r in ranked]
-    colors = [USER_COLOR if r["side"] == "user" else ITEM_COLOR for r in ranked]
-    ax.barh(range(len(ranked)), vals, color=colors)
-    ax.set_yticks(range(len(ranked)))
-    ax.set_yticklabels([_label(r) for r in ranked], fontsize=8)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("Integrated-Gradients attribution to the predicted score")
-    ax.set_title(f"user {result['user']} → {result['item_title']}\nscore {result['score']:.3f}, "
-                 f"{result['baseline']}-baseline score {result['baseline_score']:.3f}", fontsize=9)
-    ax.legend(handles=[Patch(color=USER_COLOR, label="user feature"), Patch(color=ITEM_COLOR, label="movie feature")],
-              fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from .explanation import plot as generic
+
+    generic(result, path)

@@ -60,7 +60,7 @@ from ..models.base import GRAPH, can
 from .decomposition import contributions, explain_filter, is_filter
 
 __all__ = ["HistoryContext", "history_context", "history_attributions", "edge_scaled_scores",
-           "history_importances", "importances", "explain_run", "render_text", "plot"]
+           "history_importances", "importances", "explain_run", "describe", "details"]
 
 
 class HistoryContext:
@@ -276,12 +276,6 @@ def _title(run, i: int) -> str:
     return run.titles().label(int(i))
 
 
-def _top_item(run, user_idx: int) -> int:
-    from ..recommend import top_item
-
-    return top_item(run, user_idx)
-
-
 def because_text(names: list[str]) -> str:
     if not names:
         return "No single past interaction supports this recommendation."
@@ -296,16 +290,18 @@ def explain_run(run, user_idx: int, item_idx=None, steps: Optional[int] = None, 
     change when that one edge alone is removed."""
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
         raise ValueError(f"--steps must be a positive integer, got {steps!r}")
+    from . import default_item
+
     if is_filter(run.model):  # exact decomposition, no IG needed
         u = int(user_idx)
-        return explain_filter(run, u, _top_item(run, u) if item_idx is None else int(item_idx), top=top)
+        return explain_filter(run, u, default_item(run, u) if item_idx is None else int(item_idx), top=top)
     t0 = time.perf_counter()
     ctx = history_context(run)
     u = int(user_idx)
     if ctx.edges(u)[0].size == 0:
         raise ValueError(f"user {run.user_ids[u]} has no training history: there is nothing to attribute the "
                          "recommendation to")
-    item = _top_item(run, u) if item_idx is None else int(item_idx)
+    item = default_item(run, u) if item_idx is None else int(item_idx)
     res = history_attributions(ctx, u, item, steps=steps)
     attr, hist = res["attributions"], res["history"]
     order = np.argsort(-np.abs(attr), kind="stable")[: int(top)]
@@ -334,47 +330,22 @@ def explain_run(run, user_idx: int, item_idx=None, steps: Optional[int] = None, 
             "attributions": rows, "seconds": time.perf_counter() - t0}
 
 
-def render_text(result: dict) -> str:
-    if result.get("exact"):
-        head = (f"why user {result['user']} gets {result['item_title']} (id {result['item']}): the exact "
-                f"decomposition of the score over the user's {result['n_history']} history items")
-        totals = f"score {result['score']:.4f}   = sum of the contributions (residual {result['delta']:.2e})"
-    else:
-        head = (f"why user {result['user']} gets {result['item_title']} (id {result['item']}): Integrated Gradients "
-                f"over the user's {result['n_history']} history edges ({result['steps']} steps)")
-        totals = (f"score {result['score']:.4f}   without the user's edges {result['baseline_score']:.4f}   "
-                  f"delta {result['delta']:.2e}")
-    lines = [head, result["because"], totals,
-             f"{'rank':>4}  {'attribution':>11}  {'share':>6}  {'removed':>9}  rating  history item"]
-    for k, r in enumerate(result["attributions"], 1):
-        rating = f"{r['rating']:.0f}" if r.get("rating") else "-"
-        lines.append(f"{k:>4}  {r['attribution']:>+11.4f}  {100 * r['share']:>5.1f}%  {r['removal_effect']:>+9.4f}  "
-                     f"{rating:>6}  {r['title']} (id {r['item']})")
-    lines.append("(removed = exact score change when only that " + ("item" if result.get("exact") else "edge")
-                 + " is removed)")
-    return "\n".join(lines)
+def describe(result: dict) -> dict:
+    """The common shape (:mod:`whyrec.explain.explanation`): the listed history items by attribution,
+    additive over the baseline ``ŷ`` without the user's edges (IG) or 0 (a filter's exact decomposition)."""
+    from .explanation import HISTORY, Contribution
+
+    return {"contributions": [Contribution(HISTORY, r["title"], float(r["attribution"]), r["item"])
+                              for r in result["attributions"]],
+            "baseline": result["baseline_score"], "additive": True, "statement": result["because"],
+            "stats": {"history share": result["history_share"], "delta": result["delta"],
+                      "history items": result["n_history"]}}
 
 
-def plot(result: dict, path) -> None:
-    """Signed horizontal bars of the listed history items' attributions, with the exact
-    single-edge removal effect as a marker."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = result["attributions"][::-1]
-    fig = Figure(figsize=(8, 0.4 * len(rows) + 1.8))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    vals = [r["attribution"] for r in rows]
-    ax.barh(range(len(rows)), vals, color=["tab:green" if v >= 0 else "tab:red" for v in vals], label="IG attribution")
-    ax.scatter([r["removal_effect"] for r in rows], range(len(rows)), color="black", marker="x", zorder=3,
-               label="score drop if only this edge is removed")
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r['title'][:40]}" + (f" ({r['rating']:.0f}★)" if r.get("rating") else "") for r in rows],
-                       fontsize=8)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("attribution to the predicted score")
-    ax.set_title(f"user {result['user']} → {result['item_title']}\n{result['because']}", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+def details(result: dict) -> list[str]:
+    """How the contributions were computed, and each listed item's exact single-removal effect."""
+    how = ("the exact decomposition of the score over the history" if result.get("exact") else
+           f"Integrated Gradients over the user's history edges ({result['steps']} Gauss-Legendre steps)")
+    effects = ", ".join(f"{r['title']} {r['removal_effect']:+.4f}" for r in result["attributions"][:5])
+    return [f"{how}; baseline: {result['baseline']}",
+            f"score change when only that {'item' if result.get('exact') else 'edge'} is removed: {effects}"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..models.base import INTRINSIC, can
 
-__all__ = ["explain_run", "render_text", "plot", "importances"]
+__all__ = ["explain_run", "describe", "details", "plot", "importances"]
 
 
 def _model(run):
@@ -80,20 +80,15 @@ def importances(run, user_idx: int, item_idx: int) -> dict[int, float]:
     return {int(j): float(s) for j, s in zip(imp["items"], imp["item_scores"])}
 
 
-def _top_item(run, user_idx: int) -> int:
-    from ..evaluate import top_k_items
-
-    items, _ = top_k_items(run.model.score_users, run.matrices["train"], 1, [int(user_idx)])
-    return int(items[0, 0])
-
-
 def explain_run(run, user_idx: int, item_idx=None, top: int = 10, **_options) -> dict:
     """JSON-ready explanation of ``item_idx`` (default: the user's top recommendation) for
     ``user_idx``: top ``top`` history items and entities with ``s(j; u, t)``, factors."""
     model = _model(run)
     hist = _check_user(run, user_idx)
     if item_idx is None:
-        item_idx = _top_item(run, user_idx)
+        from . import default_item
+
+        item_idx = default_item(run, user_idx)
     u, t = int(user_idx), int(item_idx)
     imp = model.importance(u, t, history=hist)
     dom = _frozen(run)["dominant"]
@@ -146,19 +141,23 @@ def explain_run(run, user_idx: int, item_idx=None, top: int = 10, **_options) ->
     }
 
 
-def render_text(result: dict) -> str:
-    lines = [f"why user {result['user']} gets {result['item_title']} (id {result['item']}, factor "
-             f"{result['item_factor']}, log S = {result['score']:.3f})",
-             "decoder terms of eq. 13 (I = item factors, E = entity factors): "
-             + "  ".join(f"{k} {v:.3g}" for k, v in result["user_factor_terms"].items())
-             + f"   dominant: {result['user_dominant_factor']}",
-             f"history items ({result['n_history']}), s(j; u, t):"]
-    for r in result["history"]:
-        lines.append(f"  {r['score']:10.4g}  {100 * r['share']:5.1f}%  [{r['factor']}]  {r['title']} (id {r['item']})")
-    lines.append(f"entities ({result['n_entities']} reachable), s(j; u, t):")
-    for r in result["entities"]:
-        lines.append(f"  {r['score']:10.4g}  {100 * r['share']:5.1f}%  [{r['factor']}]  {r['name']}")
-    return "\n".join(lines)
+def describe(result: dict) -> dict:
+    """The common shape: the history items, then the entities, each by ``s(j; u, t)``; the score is
+    ``log S(u, t)``."""
+    from .explanation import ENTITY, HISTORY, Contribution
+
+    rows = [Contribution(HISTORY, r["title"], float(r["score"]), r["item"]) for r in result["history"]]
+    rows += [Contribution(ENTITY, str(r["name"]), float(r["score"])) for r in result["entities"]]
+    return {"contributions": rows, "stats": {"item factor": result["item_factor"],
+                                             "user's dominant factor": result["user_dominant_factor"],
+                                             "history items": result["n_history"],
+                                             "entities": result["n_entities"]}}
+
+
+def details(result: dict) -> list[str]:
+    return ["decoder terms of eq. 13 (I = item factors, E = entity factors): "
+            + "  ".join(f"{k} {v:.3g}" for k, v in result["user_factor_terms"].items()),
+            "score = log S(u, t); values = s(j; u, t) of each history item and reachable entity"]
 
 
 def plot(result: dict, path) -> None:

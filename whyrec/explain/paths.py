@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["importances", "path_matrices", "explain_run", "render_text", "plot"]
+__all__ = ["importances", "path_matrices", "explain_run", "describe"]
 
 
 def path_matrices(run) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -66,9 +66,9 @@ def importances(run, user_idx: int, item_idx: int) -> dict[int, float]:
 
 def explain_run(run, user_idx: int, item_idx=None, top: int = 10, **_options) -> dict:
     if item_idx is None:
-        from ..evaluate import top_k_items
+        from . import default_item
 
-        item_idx = int(top_k_items(run.model.score_users, run.matrices["train"], 1, [int(user_idx)])[0][0, 0])
+        item_idx = default_item(run, user_idx)
     imp = importances(run, user_idx, item_idx)
     rows = sorted(imp.items(), key=lambda kv: -kv[1])[:top]
     title = (lambda i: str(run.item_titles[i]) if run.item_titles else f"item {int(run.item_ids[i])}")
@@ -77,22 +77,11 @@ def explain_run(run, user_idx: int, item_idx=None, top: int = 10, **_options) ->
             "history": [{"item": int(run.item_ids[j]), "title": title(j), "score": s} for j, s in rows]}
 
 
-def render_text(result: dict) -> str:
-    lines = [f"paths from user {result['user']}'s history to {result['item_title']} (id {result['item']}):"]
-    lines += [f"  {r['score']:8.4f}  {r['title']} (id {r['item']})" for r in result["history"]]
-    return "\n".join(lines)
+def describe(result: dict) -> dict:
+    """The common shape: the history items by normalized path weight (not additive)."""
+    from .explanation import HISTORY, Contribution
 
-
-def plot(result: dict, path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    rows = result["history"][::-1]
-    ax.barh([r["title"][:30] for r in rows], [r["score"] for r in rows])
-    ax.set_xlabel("normalized path weight")
-    ax.set_title(f"paths to {result['item_title']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return {"contributions": [Contribution(HISTORY, r["title"], float(r["score"]), r["item"])
+                              for r in result["history"]],
+            "statement": f"Paths in the interaction graph lead from these history items to {result['item_title']} "
+                         "(a post-hoc reading of the graph, not of the model)."}

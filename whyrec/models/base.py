@@ -18,11 +18,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor, nn
 
-__all__ = ["Recommender", "BatchEmbeddings", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW", "EXACT_HISTORY",
-           "INTRINSIC"]
+__all__ = ["Recommender", "BatchEmbeddings", "binary_rows", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW",
+           "EXACT_HISTORY", "INTRINSIC"]
 
 # What a model can do, declared in its class's ``capabilities`` (callers ask ``model.can(X)`` instead of
 # probing for methods):
@@ -33,6 +35,18 @@ FOLD_IN = "fold-in"          #: ``fold_in(items)``: a new user's vector by the m
 NEW_ROW = "new-row"          #: ``score_items(items)``: a new user scored exactly as a new interaction row
 EXACT_HISTORY = "exact-history"  #: ``history_contributions(history, items)``: the score's exact decomposition
 INTRINSIC = "intrinsic"      #: ``importance(user, item)``: the model's own importances (seed 002's model)
+
+
+def binary_rows(histories, n_items: int):
+    """``histories`` (any scipy sparse ``(b, n_items)``) as a float32 CSR copy whose every stored non-zero is 1
+    (a duplicate counts once); :class:`ValueError` for another width. What ``score_histories`` reads."""
+    h = sp.csr_matrix(histories, dtype=np.float32, copy=True)
+    if h.ndim != 2 or h.shape[1] != n_items:
+        raise ValueError(f"histories must have {n_items} columns, got shape {h.shape}")
+    h.sum_duplicates()
+    h.eliminate_zeros()
+    h.data[:] = 1.0
+    return h
 
 
 def can(model, capability: str) -> bool:

@@ -236,11 +236,7 @@ class LightGCN(Recommender):
             ``(d,)`` tensor; score items with ``model.score_vectors(e)``.
         """
         adj = self._require_graph()
-        items = torch.unique(self._ids(liked_items).reshape(-1))
-        if items.numel() == 0:
-            raise ValueError("fold_in needs at least one liked item")
-        if int(items.min()) < 0 or int(items.max()) >= self.n_items:
-            raise ValueError(f"item ids must lie in [0, {self.n_items})")
+        items = self._liked(liked_items)
         with torch.no_grad():
             layers = self.layer_embeddings()
             d_c = float(items.numel())
@@ -279,6 +275,15 @@ class LightGCN(Recommender):
             nodes = liked + self.n_users
             mixed = sum(float(self.alphas[k + 1]) * layers[k][nodes] for k in range(self.n_layers))  # (|L|, d)
             return w.unsqueeze(1) * (mixed @ item_final[targets].to(mixed).T)
+
+    def _liked(self, liked_items) -> Tensor:
+        """The distinct liked item ids, checked (at least one, each in ``[0, n_items)``)."""
+        items = torch.unique(self._ids(liked_items).reshape(-1))
+        if items.numel() == 0:
+            raise ValueError("fold_in needs at least one liked item")
+        if int(items.min()) < 0 or int(items.max()) >= self.n_items:
+            raise ValueError(f"item ids must lie in [0, {self.n_items})")
+        return items
 
     def extra_repr(self) -> str:
         return (f"n_users={self.n_users}, n_items={self.n_items}, dim={self.config.dim}, "

@@ -49,7 +49,7 @@ import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor
 
-from .base import EXACT_HISTORY, NEW_ROW, RESCORE, Recommender
+from .base import EXACT_HISTORY, NEW_ROW, RESCORE, Recommender, binary_rows
 
 __all__ = ["NormalizedInteractions", "truncated_basis", "LinearFilter", "SVD_METHODS", "torch_csr"]
 
@@ -254,13 +254,7 @@ class LinearFilter(Recommender):
         """Scores ``(b, n_items)`` of arbitrary interaction rows ``(b, n_items)`` (binary: any
         stored non-zero counts once) — a changed history or a new user, exactly; ``users`` is not
         needed (a user is their row)."""
-        h = sp.csr_matrix(histories, dtype=np.float32, copy=True)
-        if h.ndim != 2 or h.shape[1] != self.n_items:
-            raise ValueError(f"histories must have {self.n_items} columns, got shape {h.shape}")
-        h.sum_duplicates()
-        h.eliminate_zeros()
-        h.data[:] = 1.0
-        return self._score_rows(h)
+        return self._score_rows(binary_rows(histories, self.n_items))
 
     def score_items(self, items) -> Tensor:
         """Scores ``(n_items,)`` of a history given as item indices (a new user)."""

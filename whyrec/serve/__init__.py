@@ -7,7 +7,8 @@ module, is decided in :mod:`whyrec.explain` (shared with ``whyrec explain``).
 
 from __future__ import annotations
 
-from ..explain import MethodUnavailable, UnsupportedMethod, available_methods, explanation_module, supported_methods
+from ..explain import (MethodUnavailable, UnsupportedMethod, available_methods, explainer_for, explanation_module,
+                       supported_methods)
 
 
 def create_app(run, **kwargs):
@@ -17,5 +18,5 @@ def create_app(run, **kwargs):
     return _create(run, **kwargs)
 
 
-__all__ = ["MethodUnavailable", "UnsupportedMethod", "available_methods", "create_app", "explanation_module",
-           "supported_methods"]
+__all__ = ["MethodUnavailable", "UnsupportedMethod", "available_methods", "create_app", "explainer_for",
+           "explanation_module", "supported_methods"]

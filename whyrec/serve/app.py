@@ -46,7 +46,8 @@ from pydantic import BaseModel, Field
 
 from ..recommend import genre_profile
 from ..models.base import DOT, can
-from . import MethodUnavailable, UnsupportedMethod, available_methods, explanation_module, supported_methods
+from . import (MethodUnavailable, UnsupportedMethod, available_methods, explainer_for, explanation_module,
+               supported_methods)
 
 try:  # orjson is optional: several times faster than json for the response bodies
     import orjson
@@ -424,7 +425,7 @@ class Service:
     def explain_key(self, method: str, raw_user: str, raw_item: str, options: dict) -> tuple:
         """``(method, user index, item index, options)``; the method, user and item are checked here
         (:class:`UnsupportedMethod`, ``KeyError``), before anything is queued."""
-        explanation_module(self.run, method, option="method")
+        explainer_for(self.run, method, option="method").check_options(options, flag=str)
         return (method, self.run.user_index(raw_user), self.run.titles().resolve(raw_item),
                 tuple(sorted(options.items())))
 
@@ -442,8 +443,8 @@ class Service:
         if body is not None:
             return body
         method, u, i, options = key
-        module = explanation_module(self.run, method, option="method")
-        body = dumps(module.explain_run(self.run, u, i, compare_items=None, **dict(options)))
+        explainer = explainer_for(self.run, method, option="method")
+        body = dumps(explainer.explain(self.run, u, i, **dict(options)).to_dict())
         if self.explain_cache_size > 0:
             with self.cache_lock:
                 self.explain_cache[key] = body
@@ -668,7 +669,8 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
         method: str = Query(..., description="history, features, concepts or intrinsic (see /health)"),
         steps: Optional[int] = Query(None, ge=1, le=1000,
                                      description="Integrated-gradients steps (default: the method's exact minimum)"),
-        baseline: Literal["mean", "zero"] = Query("mean", description="Integrated-gradients baseline"),
+        baseline: Optional[Literal["mean", "zero"]] = Query(None, description="features: Integrated-gradients "
+                                                                                "baseline (default mean)"),
         top: int = Query(10, ge=1, le=100, description="how many attributions to list"),
         genre: Optional[str] = Query(None, max_length=500, description="genres to restrict to (comma-separated)"),
         k: Optional[int] = Query(None, ge=1, le=MAX_K, description="counterfactual: take the item out of the top k "

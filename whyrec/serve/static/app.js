@@ -89,8 +89,9 @@ function barChart(container, rows, opts = {}) {
     const y = top + k * rowH;
     const w = Math.max(Math.abs(r.value) * scale, r.value === 0 ? 0 : 1);
     const x = r.value >= 0 ? x0 : x0 - w;
-    const g = svgEl("g", { class: "bar" });
-    const title = svgEl("title", {}, `${r.label}: ${r.note || fmt(r.value)}`);
+    const g = svgEl("g", r.item !== undefined && r.item !== null ? { class: "bar", "data-item": String(r.item) }
+                                                                  : { class: "bar" });
+    const title = svgEl("title", {}, `${r.label}: ${r.note || fmt(r.value)}${r.title ? ` (${r.title})` : ""}`);
     g.append(title);
     if (!signed) g.append(svgEl("rect", { x: labelW, y: y + 3, width: plotW, height: rowH - 6, class: "track" }));
     g.append(svgEl("rect", { x, y: y + 3, width: w, height: rowH - 6,
@@ -104,134 +105,64 @@ function barChart(container, rows, opts = {}) {
   return svg;
 }
 
-// Two aligned bar columns per row (e.g. the model's genre sensitivity next to the real history).
-function pairedChart(container, rows, titles) {
-  container.replaceChildren();
-  if (!rows.length) { container.append(el("p", { class: "muted", text: "nothing to show" })); return null; }
-  const W = 560, labelW = 120, colW = (W - labelW) / 2, rowH = 20, top = 20, H = top + rows.length * rowH + 4;
-  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": titles.join(" vs ") });
-  const cols = [0, 1].map((c) => {
-    const vals = rows.map((r) => (c === 0 ? r.a : r.b)).filter((v) => v !== null && v !== undefined);
-    const signed = vals.some((v) => v < 0);
-    const maxAbs = Math.max(1e-12, ...vals.map(Math.abs));
-    const x = labelW + c * colW + 6, w = colW - 56;
-    return { x, w, signed, maxAbs, x0: signed ? x + w / 2 : x };
-  });
-  cols.forEach((col, c) => svg.append(svgEl("text", { x: col.x, y: 12, class: "head" }, titles[c])));
-  rows.forEach((r, k) => {
-    const y = top + k * rowH;
-    svg.append(svgEl("text", { x: labelW - 4, y: y + rowH / 2 + 4, "text-anchor": "end" }, clip(r.label, 18)));
-    cols.forEach((col, c) => {
-      const v = c === 0 ? r.a : r.b;
-      if (v === null || v === undefined) {
-        svg.append(svgEl("text", { x: col.x0 + 2, y: y + rowH / 2 + 4, class: "value" }, "–"));
-        return;
-      }
-      const w = Math.max(Math.abs(v) * (col.signed ? col.w / 2 : col.w) / col.maxAbs, 1);
-      const cls = r.hi ? "hi" : c === 0 ? (v >= 0 ? "pos" : "neg") : "soft";
-      const g = svgEl("g", { class: "bar" });
-      g.append(svgEl("title", {}, `${r.label}: ${c === 0 ? fmt(v) : r.bNote || fmt(v)}`));
-      g.append(svgEl("rect", { x: v >= 0 ? col.x0 : col.x0 - w, y: y + 3, width: w, height: rowH - 6, class: cls }));
-      g.append(svgEl("text", { x: col.x + col.w + 4, y: y + rowH / 2 + 4, class: "value" },
-                     c === 0 ? fmt(v) : r.bNote || fmt(v)));
-      svg.append(g);
-    });
-  });
-  cols.filter((c) => c.signed).forEach((c) =>
-    svg.append(svgEl("line", { x1: c.x0, x2: c.x0, y1: top, y2: H - 2, class: "axis" })));
-  container.append(svg);
-  return svg;
-}
-
 // ---------------------------------------------------------------------------------------------- //
-// explanation results -> bars (any method: known shapes first, then a generic search)
+// explanations: every method's result carries one "explanation" object (whyrec/explain/explanation.py):
+// {statement, score, baseline, additive, stats, already_interacted, contributions: [{kind, label, value, item}]}
+// and this draws it, whatever the method.
 // ---------------------------------------------------------------------------------------------- //
-const LABEL_KEYS = ["title", "item_title", "label", "name", "feature", "group", "genre", "concept", "factor", "item"];
-const VALUE_KEYS = ["attribution", "contribution", "importance", "value", "weight", "sensitivity", "score", "share"];
+const KIND_CLASS = { "history item": "pos", "knowledge-graph entity": "soft", "user feature": "pos",
+                     "item feature": "hi", "concept": "pos" };
 
-function barsFromObject(obj) {
-  const rows = Object.entries(obj).filter(([, v]) => typeof v === "number" && Number.isFinite(v))
-    .map(([k, v]) => ({ label: k, value: v }));
-  return rows.length ? rows : null;
-}
-
-function barsFromArray(arr) {
-  if (!Array.isArray(arr) || !arr.length || typeof arr[0] !== "object" || arr[0] === null) return null;
-  const labelKey = LABEL_KEYS.find((k) => arr.every((r) => r[k] !== undefined && r[k] !== null));
-  const valueKey = VALUE_KEYS.find((k) => arr.every((r) => typeof r[k] === "number"));
-  if (!labelKey || !valueKey) return null;
-  return arr.map((r) => ({ label: String(r[labelKey]), value: r[valueKey] }));
-}
-
-function genericBars(result) {
-  for (const key of ["attributions", "contributions", "importances", "weights", "history", "items", "features"]) {
-    const v = result[key];
-    if (!v) continue;
-    const rows = Array.isArray(v) ? barsFromArray(v) : typeof v === "object" ? barsFromObject(v) : null;
-    if (rows) return rows;
+function renderExplanation(section, result) {
+  const e = result.explanation;
+  if (e.already_interacted) {
+    section.append(el("p", { class: "note interacted",
+      text: `You have already interacted with ${e.item_title || e.item}: this explains its score, not a recommendation.` }));
   }
-  for (const v of Object.values(result)) {
-    const rows = Array.isArray(v) ? barsFromArray(v) : v && typeof v === "object" ? barsFromObject(v) : null;
-    if (rows && rows.length > 1) return rows;
+  if (e.statement) section.append(el("p", { class: "because", text: e.statement }));
+  if (e.faithfulness) {  // the benchmark's verdict on this explainer for this model (docs/explanations.md)
+    const f = e.faithfulness;
+    section.append(el("p", { class: f.verdict === "faithful" ? "muted faithfulness" : "unfaithful faithfulness",
+                             text: `${f.verdict === "faithful" ? "Faithful" : f.verdict === "not faithful"
+                               ? "Not faithful" : "Faithfulness not measured"}: ${f.note}.` }));
   }
-  return null;
-}
-
-// Counterfactual: the verified set of history items without which the item leaves the top k.
-function renderCounterfactual(section, result) {
-  section.append(el("p", { class: "because counterfactual", text: result.statement }));
-  const rows = [{ label: "rank now", value: result.rank_before, cls: "soft", note: `#${result.rank_before}` }];
-  const after = result.found ? result.rank_after : (result.best_rank || result.rank_after);
-  rows.push({ label: result.found ? "rank without them" : "best rank reached", value: after,
-              cls: result.found ? "hi" : "soft", note: `#${after}` });
-  const stats = [];
-  if (result.found && !result.already_out) {
-    stats.push(`${result.size} of your ${result.n_history} history items`);
-    stats.push(result.optimal ? "proven smallest" : "no item of it can be spared");
-  }
-  stats.push(`verified by ${result.rescorings} exact re-scorings`);
-  section.append(el("p", { class: "stats", text: stats.join(" · ") }));
-  const chart = el("div", { class: "chart" });
-  section.append(chart);
-  barChart(chart, rows, { signed: false, labelWidth: 190,
-                          max: Math.max(result.k + 1, after, result.rank_before) });
-  if (result.removed && result.removed.length) {
-    section.append(el("ul", { class: "removed" },
-      ...result.removed.map((r) => el("li", { "data-item": String(r.item),
-                                              text: r.title + (r.rating ? ` (${r.rating}★)` : "") }))));
-  }
-}
-
-function renderExplanation(section, method, result) {
-  if (method === "counterfactual") { renderCounterfactual(section, result); return; }
-  const stats = [];
-  for (const k of ["score", "baseline_score", "delta", "convergence_delta"]) {
-    if (typeof result[k] === "number") stats.push(`${k.replace("_", " ")} ${fmt(result[k])}`);
-  }
-  if (typeof result.because === "string") section.append(el("p", { class: "because", text: result.because }));
-  if (typeof result.history_share === "number") {
-    section.append(el("p", { class: "muted", text: result.history_share >= 0.995
+  const stats = Object.assign({}, e.stats || {});
+  const share = stats["history share"];
+  delete stats["history share"];
+  if (typeof share === "number") {
+    section.append(el("p", { class: "muted", text: share >= 0.995
       ? "All of this score comes from your history: the explanation is complete."
-      : `${pct(result.history_share)} of this score depends on your history; the rest is the model's ` +
+      : `${pct(share)} of this score depends on your history; the rest is the model's ` +
         "learned profile of you, which no history item explains." }));
   }
-  if (stats.length) section.append(el("p", { class: "stats", text: stats.join(" · ") }));
+  const parts = [];
+  if (typeof e.score === "number") parts.push(`score ${fmt(e.score)}`);
+  if (typeof e.baseline === "number") parts.push(`baseline ${fmt(e.baseline)}`);
+  for (const [k, v] of Object.entries(stats)) {
+    if (v !== null && v !== undefined) parts.push(`${k} ${typeof v === "number" ? fmt(v) : v}`);
+  }
+  if (parts.length) section.append(el("p", { class: "stats", text: parts.join(" · ") }));
+  const compare = Object.entries(e.compare || {});
+  if (compare.length) {  // a few quantities side by side (a counterfactual: the item's rank now and without the set)
+    const bars = el("div", { class: "chart" });
+    section.append(bars);
+    barChart(bars, compare.map(([k, v], n) => ({ label: k, value: v, cls: n ? "hi" : "soft",
+                                         note: Number.isInteger(v) ? String(v) : fmt(v) })),
+             { signed: false, labelWidth: 190 });
+  }
   const chart = el("div", { class: "chart" });
   section.append(chart);
-  if (method === "concepts" && Array.isArray(result.genres)) {
-    const byZ = [...result.genres].sort((p, q) => (q.z ?? -Infinity) - (p.z ?? -Infinity));
-    const rows = byZ.slice(0, 12).map((g) => ({
-      label: g.genre, a: g.z, b: g.share, hi: g.item_genre, bNote: pct(g.share),
-    }));
-    pairedChart(chart, rows, ["model's sensitivity (z over users)", "share of your history"]);
-    section.append(el("p", { class: "muted",
-      text: "Genres ranked by how strongly the model thinks you like them; highlighted: this movie's genres." }));
-    return;
+  const rows = (e.contributions || []).slice(0, 12);
+  if (!rows.length && compare.length) { chart.remove(); return; }
+  const isSet = rows.length > 0 && rows.every((c) => c.value === rows[0].value);  // a set, not a ranking
+  barChart(chart, rows.map((c) => ({ label: c.label, value: c.value, item: c.item, cls: KIND_CLASS[c.kind],
+                                     note: isSet ? "in the set" : undefined, title: c.kind })),
+           { labelWidth: 190, signed: isSet ? false : undefined });
+  const kinds = [...new Set(rows.map((c) => c.kind))];
+  if (kinds.length) {
+    section.append(el("p", { class: "muted", text: (e.additive ? "contributions add up to score − baseline; " : "") +
+                                                    `bars: ${kinds.join(", ")}` }));
   }
-  let rows = genericBars(result);
-  if (!rows) { chart.append(el("p", { class: "muted", text: "this result has nothing to draw" })); return; }
-  rows = rows.sort((p, q) => Math.abs(q.value) - Math.abs(p.value)).slice(0, 12);
-  barChart(chart, rows, { labelWidth: 190 });
 }
 
 const METHOD_TITLES = {
@@ -271,7 +202,7 @@ async function loadExplanations(user, item) {
       .then((result) => {
         if (state.selected !== String(item)) return;  // another movie was opened meanwhile
         wait.remove();
-        renderExplanation(section, method, result);
+        renderExplanation(section, result);
         section.setAttribute("data-ready", "1");
       })
       .catch((err) => { wait.remove(); section.append(el("p", { class: "error", text: err.message })); });

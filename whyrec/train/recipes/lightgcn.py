@@ -1,20 +1,41 @@
 """``--model lightgcn``: LightGCN trained with BPR (He et al., SIGIR 2020).
 ``--opt init_std=S``: std of the layer-0 embeddings' normal initialisation (default 0.1, the
-authors' PyTorch port; their TensorFlow original uses Xavier, std ≈ 0.008 on Gowalla)."""
+authors' PyTorch port; their TensorFlow original uses Xavier, std ≈ 0.008 on Gowalla).
+``--opt user_repr=history``: every user represented only by their history, as a new user is
+(:mod:`whyrec.models.lightgcn_history`: no free user term in the score, so history explanations are exact
+counterfactuals); ``free`` (the default) is LightGCN's own."""
 
 from ...models import LightGCN, LightGCNConfig
-from . import PAPER_BPR, Recipe, init_std_option
+from . import PAPER_BPR, Recipe, check_options, init_std_option
 
 
 def build(inputs, config: dict) -> LightGCN:
-    return LightGCN(inputs.n_users, inputs.n_items, LightGCNConfig(**config), graph=inputs.train)
+    from ...models.lightgcn_history import LightGCNHistory
+
+    config = dict(config)
+    cls = LightGCNHistory if config.pop("user_repr", "free") == "history" else LightGCN
+    return cls(inputs.n_users, inputs.n_items, LightGCNConfig(**config), graph=inputs.train)
+
+
+def model_config(o: dict) -> dict:
+    from ...models.lightgcn_history import USER_REPRS
+
+    check_options("lightgcn", o, {"init_std", "user_repr"}, "init_std and user_repr")
+    out = {"dim": o["dim"], "n_layers": o["layers"], **init_std_option("lightgcn", {k: v for k, v in o.items()
+                                                                                    if k != "user_repr"})}
+    if "user_repr" in o:
+        if o["user_repr"] not in USER_REPRS:
+            raise ValueError(f"--opt user_repr must be one of {', '.join(USER_REPRS)}, got {o['user_repr']!r}")
+        if o["user_repr"] != "free":
+            out["user_repr"] = o["user_repr"]
+    return out
 
 
 RECIPE = Recipe(
     name="lightgcn",
     build=build,
-    model_config=lambda o: {"dim": o["dim"], "n_layers": o["layers"], **init_std_option("lightgcn", o)},
-    description="LightGCN: normalized propagation, layer averaging, BPR",
+    model_config=model_config,
+    description="LightGCN: normalized propagation, layer averaging, BPR (--opt user_repr=history: history only)",
     explain_methods=("history", "concepts", "counterfactual"),
     presets=PAPER_BPR,
 )
