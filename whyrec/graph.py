@@ -51,6 +51,7 @@ __all__ = [
     "propagate",
     "propagate_final",
     "LightGCNPropagation",
+    "LightGCNFinalRows",
     "propagate_rows",
     "LightGCNRowsPropagation",
     "layer_weights",
@@ -346,12 +347,35 @@ class LightGCNPropagation(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        adj, a = ctx.adj, ctx.alphas
-        g = grad.contiguous()
-        h = g * a[-1]
-        for k in range(len(a) - 2, -1, -1):
-            h = _spmm_add(adj, h, g, a[k])
-        return None, h, None
+        return None, _horner(ctx.adj, grad.contiguous(), ctx.alphas), None
+
+
+def _horner(adj: Tensor, g: Tensor, a: tuple) -> Tensor:
+    """``Σ_k a_k Â^k g`` by Horner's rule, ``K`` fused sparse products."""
+    h = g * a[-1]
+    for k in range(len(a) - 2, -1, -1):
+        h = _spmm_add(adj, h, g, a[k])
+    return h
+
+
+class LightGCNFinalRows(torch.autograd.Function):
+    """``propagate_final(adj, emb0)[part]`` for each of ``parts`` (row ids, duplicates allowed) in
+    one autograd node: the backward scatters every part's gradient into one ``(N, d)`` buffer and
+    runs :class:`LightGCNPropagation`'s Horner backward on it (no ``(N, d)`` gradient per part to
+    allocate and add up)."""
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, emb0: Tensor, alphas: tuple, *parts: Tensor):
+        ctx.adj, ctx.alphas, ctx.parts, ctx.shape = adj, alphas, parts, emb0.shape
+        out = LightGCNPropagation.forward(_NoCtx(), adj, emb0, alphas)
+        return tuple(out.index_select(0, p) for p in parts)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        G = grads[0].new_zeros(ctx.shape)
+        for p, g in zip(ctx.parts, grads):
+            G.index_add_(0, p, g)
+        return (None, _horner(ctx.adj, G, ctx.alphas), None) + (None,) * len(ctx.parts)
 
 
 def propagate_final(adj: Tensor, emb0: Tensor, n_layers: int,
@@ -459,20 +483,27 @@ def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
     tuple of that many equal consecutive blocks of the result instead (each
     gathered on its own: cheaper backward than slicing one result)."""
     a = tuple(layer_weights(n_layers, alphas))
-    uniq, inv = torch.unique(rows, return_inverse=True)
-    if uniq.numel() > ROWS_PROPAGATION_MAX_SHARE * emb0.shape[0]:
+    if split is not None and rows.numel() % split:
+        raise ValueError(f"{rows.numel()} rows do not split into {split} equal blocks")
+    n_distinct = int(torch.bincount(rows, minlength=emb0.shape[0]).count_nonzero())
+    if n_distinct > ROWS_PROPAGATION_MAX_SHARE * emb0.shape[0]:
         # most nodes are in the batch: restricting the last layer saves little and building the
         # restricted matrices costs more than it saves
-        out, inv = propagate_final(adj, emb0, n_layers, alphas), rows
-    elif emb0.requires_grad and torch.is_grad_enabled():
+        parts = rows.split(rows.numel() // split) if split is not None else (rows,)
+        if emb0.requires_grad and torch.is_grad_enabled():
+            out = LightGCNFinalRows.apply(adj, emb0, a, *parts)
+        else:
+            full = propagate_final(adj, emb0, n_layers, alphas)
+            out = tuple(full.index_select(0, p) for p in parts)
+        return out if split is not None else out[0]
+    uniq, inv = torch.unique(rows, return_inverse=True)
+    if emb0.requires_grad and torch.is_grad_enabled():
         out = LightGCNRowsPropagation.apply(adj, emb0, uniq, a)
     else:
         with torch.no_grad():
             out = LightGCNRowsPropagation.forward(_NoCtx(), adj, emb0, uniq, a)
     if split is None:
         return out.index_select(0, inv)
-    if inv.numel() % split:
-        raise ValueError(f"{inv.numel()} rows do not split into {split} equal blocks")
     return tuple(out.index_select(0, part) for part in inv.split(inv.numel() // split))
 
 
