@@ -127,3 +127,20 @@ def test_training_in_locality_order_matches_natural_order(ml100k_split):  # noqa
     np.testing.assert_allclose([e[1]["recall@20"] for e in h1.evals], [e[1]["recall@20"] for e in h2.evals],
                                atol=2e-3)
     torch.testing.assert_close(w1, w2, atol=1e-4, rtol=1e-4)
+
+
+def test_malloc_tuning_applies_once_and_can_be_turned_off():
+    import os
+    import subprocess
+    import sys
+
+    import whyrec.graph as graph
+
+    code = "import whyrec.graph as g; print(g.MALLOC_TUNED)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "WHYREC_MALLOC_TUNING": "0"},
+                         capture_output=True, text=True, check=True)
+    glibc = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    assert on.stdout.strip() == str(glibc) and off.stdout.strip() == "False"
+    assert isinstance(graph.MALLOC_TUNED, bool)
