@@ -42,6 +42,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+
 def tune_malloc() -> bool:
     """Keep freed memory in glibc's heap instead of handing it back to the kernel after every
     large free: ``mallopt`` with ``M_MMAP_THRESHOLD`` 32 MiB (its maximum; blocks below it come
