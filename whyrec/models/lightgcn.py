@@ -65,7 +65,8 @@ class LightGCN(Recommender):
         adj: ``(N, N)`` sparse CSR ``Â`` (non-persistent buffer).
         adj_local, node_order, node_rank: with ``config.reorder``, ``Â`` in the locality
             order (new node ``r`` is node ``node_order[r]``; ``node_rank`` is the inverse), which
-            :meth:`batch_embeddings` propagates (non-persistent buffers; ``None`` otherwise).
+            :meth:`batch_embeddings` propagates; built by the first call of it, so that a model
+            that only scores never pays for them (non-persistent buffers; ``None`` until then).
         item_degree: ``(n_items,)`` int64 training degree of each item
             (non-persistent buffer, used by :meth:`fold_in`).
     """
@@ -118,11 +119,7 @@ class LightGCN(Recommender):
                             f"normalized adjacency, got {type(graph).__name__}")
         self.adj = adj
         self.item_degree = node_degrees(adj)[self.n_users:].clone()
-        if self.config.reorder:
-            self.node_order = locality_order(adj).to(dev)
-            self.node_rank = torch.empty_like(self.node_order)
-            self.node_rank[self.node_order] = torch.arange(n, device=dev)
-            self.adj_local = permute_adjacency(adj, self.node_order)
+        self.adj_local = self.node_order = self.node_rank = None  # built by the first training step
         self.invalidate_cache()
         return self
 
@@ -216,7 +213,12 @@ class LightGCN(Recommender):
         ids = (self._ids(users), self._ids(pos) + self.n_users, self._ids(neg) + self.n_users)
         emb0 = self._emb0()
         rows, x = torch.cat(ids), emb0
-        if self.adj_local is not None:
+        if self.config.reorder:
+            if self.adj_local is None:
+                self.node_order = locality_order(adj).to(adj.device)
+                self.node_rank = torch.empty_like(self.node_order)
+                self.node_rank[self.node_order] = torch.arange(len(self.node_order), device=adj.device)
+                self.adj_local = permute_adjacency(adj, self.node_order)
             adj, rows, x = self.adj_local, self.node_rank[rows], permute_rows(emb0, self.node_order, self.node_rank)
         fin = propagate_rows(adj, x, self.n_layers, rows, self.alphas, split=len(ids))
         return BatchEmbeddings.from_table(*fin, emb0, ids)
