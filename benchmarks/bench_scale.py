@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py                       # 1M and 4M interactions -> benchmarks/results/scale.json
     python benchmarks/bench_scale.py --scales 1M 4M 16M --max-epoch-s 300
+    python benchmarks/bench_scale.py --scales 1M 4M 16M --steps-per-epoch 13   # a constant number of steps
 
 For each scale (interactions, users × items as in issue 17's table: 1M = 25k × 12.5k, 4M = 100k × 50k,
 16M = 400k × 200k) a child process (so that its peak RSS is its own)
@@ -11,7 +12,9 @@ For each scale (interactions, users × items as in issue 17's table: 1M = 25k ×
 * times ``--steps`` optimizer steps of the fast preset (batch 65,536, Adam lr 3e-2, L2 1e-4, positives
   per uniform user — ``benchmarks/gowalla_quality.py --preset fast``) after one warm-up step, exactly
   as :func:`whyrec.train.loop.fit` takes them (``batch_embeddings``, BPR + L2, backward, Adam);
-  an epoch is ``ceil(n_train / 65,536)`` such steps: measured whole with :func:`fit` (one epoch, no
+  an epoch is ``ceil(n_train / 65,536)`` such steps (with ``--steps-per-epoch S``: S steps of
+  ``ceil(n_train / S)`` examples, so that the full propagations per epoch do not grow with the data
+  and an epoch costs time linear in the interactions): measured whole with :func:`fit` (one epoch, no
   evaluation) when the step estimate says it takes at most ``--max-epoch-s``, otherwise reported as
   steps × seconds per step and marked ``extrapolated``;
 * times the full evaluation (every test user ranked against every item, training items masked,
@@ -76,8 +79,9 @@ def one(args) -> dict:
     sampler = UniformNegativeSampler(train, seed=args.seed, positives=FAST["positives"])
     opt = torch.optim.Adam(model.parameters(), lr=FAST["lr"])
     users, pos, neg = (torch.from_numpy(a) for a in sampler.sample_epoch(1))
-    bs = FAST["batch_size"]
+    bs = math.ceil(len(users) / args.steps_per_epoch) if args.steps_per_epoch else FAST["batch_size"]
     steps_per_epoch = math.ceil(len(users) / bs)
+    out["batch_size"] = bs
     model.train()
 
     def step(b: int) -> None:
@@ -99,7 +103,7 @@ def one(args) -> dict:
                epoch_s_from_steps=round(s_step * steps_per_epoch, 1))
     if s_step * steps_per_epoch <= args.max_epoch_s:
         config = TrainConfig(epochs=1, eval_every=10**6, seed=args.seed, lr_schedule="constant",
-                             num_threads=args.threads, **FAST)
+                             num_threads=args.threads, **{**FAST, "batch_size": bs})
         t = time.perf_counter()
         hist = fit(model, train, None, config, progress=False)
         out["epoch_s"] = round(time.perf_counter() - t, 1)
@@ -138,6 +142,8 @@ def main() -> None:
     ap.add_argument("--max-epoch-s", type=float, default=240.0)
     ap.add_argument("--max-eval-users", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps-per-epoch", type=int, default=None,
+                    help="a constant number of steps per epoch (batch = ceil(n_train / S)) instead of batch 65,536")
     ap.add_argument("--seed", type=int, default=2020)
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per scale")
     ap.add_argument("--one", choices=sorted(SCALES), help=argparse.SUPPRESS)
@@ -147,11 +153,14 @@ def main() -> None:
         print(json.dumps(one(args)), flush=True)
         return
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "cpus": os.cpu_count(),
-              "platform": platform.platform(), "preset": {**FAST, "dim": 64, "n_layers": 3}, "scales": []}
+              "platform": platform.platform(), "preset": {**FAST, "dim": 64, "n_layers": 3},
+              "steps_per_epoch": args.steps_per_epoch, "scales": []}
     for scale in args.scales:
         cmd = [sys.executable, __file__, "--one", scale, "--exponent", str(args.exponent), "--steps", str(args.steps),
                "--max-epoch-s", str(args.max_epoch_s), "--max-eval-users", str(args.max_eval_users),
                "--threads", str(args.threads), "--seed", str(args.seed)]
+        if args.steps_per_epoch:
+            cmd += ["--steps-per-epoch", str(args.steps_per_epoch)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
         except subprocess.TimeoutExpired:

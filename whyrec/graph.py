@@ -18,11 +18,20 @@ get an all-zero row and column (no division by zero).
 Because ``A`` is symmetric, ``\\hat A^T = \\hat A``; :class:`SymmetricSpMM`
 exploits it so that the backward of ``\\hat A X`` is one more CSR sparse-dense
 product ``\\hat A G`` instead of autograd's generic sparse backward.
+
+The adjacency keeps 32-bit indices (converted once, here, instead of by the CPU
+sparse kernel on every product), and every product writes into a fresh
+uninitialised output (no zero-fill, no copy). :func:`locality_order` and
+:func:`permute_adjacency` renumber the nodes (reverse Cuthill-McKee) so that a
+row's neighbours lie close together in memory; :class:`whyrec.models.LightGCN`
+trains in that order and maps ids back.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -32,6 +41,31 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in glibc's heap instead of handing it back to the kernel after every
+    large free: ``mallopt`` with ``M_MMAP_THRESHOLD`` 32 MiB (its maximum; blocks below it come
+    from the heap, not from a fresh ``mmap``), ``M_TRIM_THRESHOLD`` 1 GiB and ``M_TOP_PAD`` 64 MiB.
+    A LightGCN step allocates and frees several ``(N, d)`` tensors; with glibc's defaults each
+    comes back as fresh zeroed pages (on Gowalla ~7,000-14,000 page faults a step, ~500-1,800
+    with this). The cost: the process keeps its peak heap. Called once when this module is
+    imported; skipped where the C library is not glibc, when ``WHYREC_MALLOC_TUNING=0``, or when
+    the process was started with any of glibc's own ``MALLOC_*_`` tunables set. Returns whether
+    it applied."""
+    if os.environ.get("WHYREC_MALLOC_TUNING", "1") == "0" or any(
+            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return all(mallopt(opt, value) == 1 for opt, value in
+               ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+
+
+MALLOC_TUNED = tune_malloc()
 
 __all__ = [
     "normalized_adjacency",
@@ -44,9 +78,13 @@ __all__ = [
     "propagate",
     "propagate_final",
     "LightGCNPropagation",
+    "LightGCNFinalRows",
     "propagate_rows",
     "LightGCNRowsPropagation",
     "layer_weights",
+    "locality_order",
+    "permute_adjacency",
+    "permute_rows",
 ]
 
 
@@ -78,7 +116,7 @@ def normalized_adjacency(train, *, dtype: torch.dtype = torch.float32,
 
     Returns:
         ``torch.sparse_csr`` tensor of shape ``(N, N)``, ``N = n_users +
-        n_items``, int64 indices, with ``Â[u, U+i] = Â[U+i, u] =
+        n_items``, int32 indices (int64 past 2^31 entries), with ``Â[u, U+i] = Â[U+i, u] =
         1 / sqrt(d_u d_i)`` for every training pair ``(u, i)`` and zero rows
         for nodes without interactions. Row ``r`` holds exactly ``deg(r)``
         stored entries, so degrees can be read back with :func:`node_degrees`.
@@ -101,24 +139,71 @@ def normalized_adjacency(train, *, dtype: torch.dtype = torch.float32,
     values = dinv[rows] * dinv[indices]
 
     np_dtype = torch.empty((), dtype=dtype).numpy().dtype
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        adj = torch.sparse_csr_tensor(
-            torch.from_numpy(indptr),
-            torch.from_numpy(indices),
-            torch.from_numpy(values.astype(np_dtype)),
-            size=(n_users + n_items, n_users + n_items),
-            check_invariants=False,
-        )
+    adj = _csr_tensor(indptr, indices, values.astype(np_dtype), n_users + n_items)
     if device is not None:
         adj = adj.to(device)
     return adj
 
 
+def _csr_tensor(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n: int) -> Tensor:
+    """``(n, n)`` torch CSR from numpy arrays, with int32 indices when they fit (the CPU kernel
+    would otherwise convert int64 indices to int32 on every product)."""
+    itype = np.int32 if max(int(indptr[-1]), n) < 2**31 else np.int64
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(torch.from_numpy(indptr.astype(itype, copy=False)),
+                                       torch.from_numpy(indices.astype(itype, copy=False)),
+                                       torch.from_numpy(values), size=(n, n), check_invariants=False)
+
+
+def locality_order(adj: Tensor) -> Tensor:
+    """A node order for locality: reverse Cuthill-McKee of the adjacency's pattern
+    (:func:`scipy.sparse.csgraph.reverse_cuthill_mckee`), so that each row's neighbours have
+    nearby numbers and a sparse product reads the dense rows in fewer cache misses.
+    Returns ``order`` ``(N,)`` int64: new node ``r`` is old node ``order[r]``."""
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    S = _scipy_csr(adj)
+    return torch.from_numpy(reverse_cuthill_mckee(S, symmetric_mode=True).astype(np.int64))
+
+
+def _scipy_csr(adj: Tensor) -> sp.csr_matrix:
+    crow, col, val = (t.cpu().numpy() for t in (adj.crow_indices(), adj.col_indices(), adj.values()))
+    return sp.csr_matrix((val, col, crow), shape=tuple(adj.shape))
+
+
+def permute_adjacency(adj: Tensor, order: Tensor) -> Tensor:
+    """``P Â Pᵀ`` for the node order ``order`` (new node ``r`` = old node ``order[r]``), sorted
+    CSR with int32 indices, on ``adj``'s device: ``permute_adjacency(adj, o)[r, s] = adj[o[r], o[s]]``."""
+    o = order.cpu().numpy()
+    S = _scipy_csr(adj)[o][:, o].tocsr()
+    S.sort_indices()
+    return _csr_tensor(S.indptr, S.indices, S.data, S.shape[0]).to(adj.device)
+
+
+class _PermuteRows(torch.autograd.Function):
+    """``x[order]`` for a permutation; the backward is the inverse gather ``g[rank]`` (no scatter)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, order: Tensor, rank: Tensor) -> Tensor:
+        ctx.rank = rank
+        return x.index_select(0, order)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad.index_select(0, ctx.rank), None, None
+
+
+def permute_rows(x: Tensor, order: Tensor, rank: Tensor) -> Tensor:
+    """``x[order]`` with a gather for its backward; ``rank`` is the inverse permutation
+    (``rank[order] = arange(N)``)."""
+    return _PermuteRows.apply(x, order, rank)
+
+
 def node_degrees(adj: Tensor) -> Tensor:
     """Degrees of all ``N`` nodes of an adjacency built by
     :func:`normalized_adjacency` (= stored entries per row), int64 ``(N,)``."""
-    crow = adj.crow_indices()
+    crow = adj.crow_indices().to(torch.int64)
     return crow[1:] - crow[:-1]
 
 
@@ -189,8 +274,11 @@ def cached_normalized_adjacency(train, *, dtype: torch.dtype = torch.float32,
 # sparse matmul with the symmetric backward
 # --------------------------------------------------------------------------- #
 def _spmm(adj: Tensor, x: Tensor) -> Tensor:
+    """``adj @ x``; for CSR, ``addmm`` with ``beta = 0`` into an uninitialised output (``sparse.mm``
+    zero-fills a result and then copies it)."""
     if adj.layout == torch.sparse_csr:
-        return torch.sparse.mm(adj, x)
+        out = x.new_empty(adj.shape[0], x.shape[1])
+        return torch.addmm(out, adj, x, beta=0.0, out=out)
     return adj @ x
 
 
@@ -286,12 +374,35 @@ class LightGCNPropagation(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        adj, a = ctx.adj, ctx.alphas
-        g = grad.contiguous()
-        h = g * a[-1]
-        for k in range(len(a) - 2, -1, -1):
-            h = _spmm_add(adj, h, g, a[k])
-        return None, h, None
+        return None, _horner(ctx.adj, grad.contiguous(), ctx.alphas), None
+
+
+def _horner(adj: Tensor, g: Tensor, a: tuple) -> Tensor:
+    """``Σ_k a_k Â^k g`` by Horner's rule, ``K`` fused sparse products."""
+    h = g * a[-1]
+    for k in range(len(a) - 2, -1, -1):
+        h = _spmm_add(adj, h, g, a[k])
+    return h
+
+
+class LightGCNFinalRows(torch.autograd.Function):
+    """``propagate_final(adj, emb0)[part]`` for each of ``parts`` (row ids, duplicates allowed) in
+    one autograd node: the backward scatters every part's gradient into one ``(N, d)`` buffer and
+    runs :class:`LightGCNPropagation`'s Horner backward on it (no ``(N, d)`` gradient per part to
+    allocate and add up)."""
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, emb0: Tensor, alphas: tuple, *parts: Tensor):
+        ctx.adj, ctx.alphas, ctx.parts, ctx.shape = adj, alphas, parts, emb0.shape
+        out = LightGCNPropagation.forward(_NoCtx(), adj, emb0, alphas)
+        return tuple(out.index_select(0, p) for p in parts)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        G = grads[0].new_zeros(ctx.shape)
+        for p, g in zip(ctx.parts, grads):
+            G.index_add_(0, p, g)
+        return (None, _horner(ctx.adj, G, ctx.alphas), None) + (None,) * len(ctx.parts)
 
 
 def propagate_final(adj: Tensor, emb0: Tensor, n_layers: int,
@@ -333,7 +444,7 @@ def _column_masked(adj: Tensor, keep_cols: Tensor) -> Tensor:
     (``(N,)`` bool); same shape, CSR order preserved (no sort)."""
     crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
     idx = keep_cols[col].nonzero().squeeze(1)  # kept entry positions, ascending
-    new_crow = torch.searchsorted(idx, crow)  # kept entries before each row start
+    new_crow = torch.searchsorted(idx, crow.to(idx.dtype)).to(crow.dtype)  # kept entries before each row start
     return torch.sparse_csr_tensor(new_crow, col[idx], val[idx], size=adj.shape, check_invariants=False)
 
 
@@ -399,20 +510,27 @@ def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
     tuple of that many equal consecutive blocks of the result instead (each
     gathered on its own: cheaper backward than slicing one result)."""
     a = tuple(layer_weights(n_layers, alphas))
-    uniq, inv = torch.unique(rows, return_inverse=True)
-    if uniq.numel() > ROWS_PROPAGATION_MAX_SHARE * emb0.shape[0]:
+    if split is not None and rows.numel() % split:
+        raise ValueError(f"{rows.numel()} rows do not split into {split} equal blocks")
+    n_distinct = int(torch.bincount(rows, minlength=emb0.shape[0]).count_nonzero())
+    if n_distinct > ROWS_PROPAGATION_MAX_SHARE * emb0.shape[0]:
         # most nodes are in the batch: restricting the last layer saves little and building the
         # restricted matrices costs more than it saves
-        out, inv = propagate_final(adj, emb0, n_layers, alphas), rows
-    elif emb0.requires_grad and torch.is_grad_enabled():
+        parts = rows.split(rows.numel() // split) if split is not None else (rows,)
+        if emb0.requires_grad and torch.is_grad_enabled():
+            out = LightGCNFinalRows.apply(adj, emb0, a, *parts)
+        else:
+            full = propagate_final(adj, emb0, n_layers, alphas)
+            out = tuple(full.index_select(0, p) for p in parts)
+        return out if split is not None else out[0]
+    uniq, inv = torch.unique(rows, return_inverse=True)
+    if emb0.requires_grad and torch.is_grad_enabled():
         out = LightGCNRowsPropagation.apply(adj, emb0, uniq, a)
     else:
         with torch.no_grad():
             out = LightGCNRowsPropagation.forward(_NoCtx(), adj, emb0, uniq, a)
     if split is None:
         return out.index_select(0, inv)
-    if inv.numel() % split:
-        raise ValueError(f"{inv.numel()} rows do not split into {split} equal blocks")
     return tuple(out.index_select(0, part) for part in inv.split(inv.numel() // split))
 
 

@@ -1,0 +1,148 @@
+"""The fast preset's LightGCN step, two implementations side by side in one process.
+
+    python benchmarks/bench_step_ab.py --base d925a73                 # Gowalla, 30 rounds
+    python benchmarks/bench_step_ab.py --base d925a73 --scale 1M      # a synthetic power-law graph
+
+``--base REV``'s ``whyrec`` package is extracted with ``git archive`` and imported as
+``whyrec_base`` next to the working tree's ``whyrec``. Both build LightGCN (dim 64, 3 layers) from
+the same layer-0 weights and take the fast preset's step (batch 65,536, Adam lr 3e-2, L2 1e-4,
+positives per uniform user: ``benchmarks/gowalla_quality.py --preset fast``) on the same batches,
+alternating base, new, base, new ... (the order flips every round), so a shared machine's load
+hits both alike. Reported: the median seconds per step of each, their ratio, an epoch estimate
+(steps per epoch × median step) and the largest relative difference of the two losses over the
+steps (both models train on, so this checks the same training per step). Writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+
+FAST = {"batch_size": 65536, "lr": 3e-2, "reg": 1e-4}
+
+
+def import_revision(rev: str, into: Path):
+    """``rev``'s ``whyrec`` package as the module ``whyrec_base`` (relative imports only on the
+    training path, so the renamed copy imports its own modules)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "whyrec"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "whyrec").rename(into / "whyrec_base")
+    sys.path.insert(0, str(into))
+    return importlib.import_module("whyrec_base")
+
+
+def load_train(args):
+    if args.scale == "gowalla":
+        from bench_lightgcn_epoch import load_gowalla
+
+        return load_gowalla(Path(args.data))
+    from bench_scale import SCALES
+
+    from whyrec.data.splits import official_split
+    from whyrec.data.synthetic import power_law
+
+    n_users, n_items, n = SCALES[args.scale]
+    data = power_law(n_users, n_items, n, exponent=1.0, seed=args.seed)
+    return official_split(data).matrices(data)[0]
+
+
+def make_step(pkg, train, weights, users, pos, neg, reg):
+    import torch
+
+    models = importlib.import_module(pkg.__name__ + ".models")
+    losses = importlib.import_module(pkg.__name__ + ".train.losses")
+    model = models.LightGCN(*train.shape, models.LightGCNConfig(dim=64, n_layers=3), graph=train)
+    model.load_state_dict(weights)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=FAST["lr"])
+    bs = FAST["batch_size"]
+
+    def step(b: int) -> float:
+        sl = slice((b * bs) % len(users), (b * bs) % len(users) + bs)
+        be = model.batch_embeddings(users[sl], pos[sl], neg[sl])
+        loss = losses.bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1)) + losses.batch_l2(reg, be)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="HEAD~1", help="git revision to compare the working tree with")
+    ap.add_argument("--scale", default="gowalla", help="gowalla, or a bench_scale.py scale (100k, 1M, 4M, 16M)")
+    ap.add_argument("--data", default=os.environ.get("WHYREC_GOWALLA", str(ROOT.parent / "shared" / "datasets" / "gowalla")))
+    ap.add_argument("--rounds", type=int, default=30, help="timed steps of each implementation")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step_ab.json"))
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+    import torch
+
+    import whyrec
+    from whyrec.train.sampling import UniformNegativeSampler
+
+    torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory()
+    base = import_revision(args.base, Path(tmp.name))
+    train = load_train(args)
+    torch.manual_seed(args.seed)
+    from whyrec.models import LightGCN, LightGCNConfig
+
+    weights = LightGCN(*train.shape, LightGCNConfig(dim=64, n_layers=3)).state_dict()
+    users, pos, neg = (torch.from_numpy(a) for a in UniformNegativeSampler(train, seed=args.seed, positives="users")
+                       .sample_epoch(1))
+    steps = {name: make_step(pkg, train, weights, users, pos, neg, FAST["reg"]) for name, pkg in
+             (("base", base), ("new", whyrec))}
+    load_start = os.getloadavg()
+    times = {name: [] for name in steps}
+    loss = {name: [] for name in steps}
+    for b in range(args.rounds + 1):  # step 0: warm-up, not timed
+        for name in (("base", "new") if b % 2 else ("new", "base")):
+            t = time.perf_counter()
+            loss[name].append(steps[name](b))
+            if b:
+                times[name].append(time.perf_counter() - t)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    steps_per_epoch = math.ceil(train.nnz / FAST["batch_size"])
+    out = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "base": args.base,
+        "base_commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", args.base], capture_output=True,
+                                      text=True).stdout.strip(),
+        "new": "working tree", "scale": args.scale, "n_users": train.shape[0], "n_items": train.shape[1],
+        "n_train": int(train.nnz), "preset": FAST, "threads": args.threads, "rounds": args.rounds,
+        "s_per_step_median": med, "s_per_step_all": times, "new_over_base": med["new"] / med["base"],
+        "steps_per_epoch": steps_per_epoch, "epoch_s_estimate": {k: v * steps_per_epoch for k, v in med.items()},
+        "loss_max_rel_diff": max(abs(a - b) / abs(a) for a, b in zip(loss["base"], loss["new"])),
+        "loss_first_last": {k: [v[0], v[-1]] for k, v in loss.items()},
+        "load_average_start": load_start, "load_average_end": os.getloadavg(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+    }
+    print(json.dumps({k: out[k] for k in ("s_per_step_median", "new_over_base", "epoch_s_estimate",
+                                          "loss_max_rel_diff", "load_average_start", "load_average_end")}))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
