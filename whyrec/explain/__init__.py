@@ -239,10 +239,9 @@ def available_methods(run) -> tuple[str, ...]:
 def run_cache(run, name: str) -> dict:
     """A dict kept on ``run`` for explainer ``name``'s per-run work (fitted CAVs, dominant factors,
     ...), emptied whenever another model is put on the run or the model's weights change
-    (``model._version()`` where the model has one, else every parameter's in-place version)."""
+    (:meth:`~whyrec.models.base.Recommender.weights_version`)."""
     model = run.model
-    version_fn = getattr(model, "_version", None)  # nn.Module has an int ``_version`` of its own
-    version = version_fn() if callable(version_fn) else tuple((p._version, p.data_ptr()) for p in model.parameters())
+    version = model.weights_version()
     caches = getattr(run, "_explain_caches", None)
     if caches is None:
         caches = {}

@@ -598,7 +598,7 @@ def fitted_concepts(run, requested: Optional[Sequence[str]] = None, seed: int = 
 
     A trained model is frozen, so per-user explanations (``whyrec serve`` answers many) reuse one fit
     instead of re-running G logistic regressions per request; the cache is dropped when the model's
-    weights change (``model._version()``) or another model is put on the run.
+    weights change (``model.weights_version()``) or another model is put on the run.
     """
     from . import run_cache
 

@@ -39,6 +39,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..models.base import FEATURES, can
+
 __all__ = ["FeatureIG", "feature_ig", "repropagation_forward", "explain_run", "explain_many", "describe", "details",
            "plot", "DEFAULT_STEPS"]
 
@@ -76,7 +78,7 @@ class FeatureIG:
                  item_columns: Optional[Sequence[str]] = None, item_groups: Optional[Sequence[str]] = None):
         from captum.attr import IntegratedGradients
 
-        if not getattr(model, "has_features", False):
+        if not can(model, FEATURES):
             raise ValueError("this model has no side features to attribute to; train --model lightgcn-features "
                              "with --features user,item (or user / item)")
         self.model = model
@@ -122,7 +124,7 @@ class FeatureIG:
         if cached is not None and cached.model is run.model:
             return cached
         model = run.model
-        if not getattr(model, "has_features", False):
+        if not can(model, FEATURES):
             from ..train.recipes import get_recipe
 
             name = run.config.get("model")

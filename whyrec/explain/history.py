@@ -72,7 +72,7 @@ class HistoryContext:
             raise ValueError(f"history attribution needs a LightGCN-type model (a graph and layer-0 embeddings); "
                              f"{type(model).__name__} has none")
         self.model = model
-        self.version = model._version()
+        self.version = model.weights_version()
         self.adj = model.adj.to(torch.float64)
         with torch.no_grad():
             self.emb0 = model._emb0().detach().to(torch.float64)
@@ -118,7 +118,7 @@ def history_context(run_or_model) -> HistoryContext:
     model = getattr(run_or_model, "model", run_or_model)
     holder = run_or_model
     ctx = getattr(holder, "_history_ctx", None)
-    if ctx is None or ctx.model is not model or ctx.version != model._version():
+    if ctx is None or ctx.model is not model or ctx.version != model.weights_version():
         ctx = HistoryContext(model)
         try:
             holder._history_ctx = ctx

@@ -24,7 +24,7 @@ import torch
 from torch import LongTensor, Tensor, nn
 
 __all__ = ["Recommender", "BatchEmbeddings", "binary_rows", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW",
-           "EXACT_HISTORY", "INTRINSIC"]
+           "EXACT_HISTORY", "INTRINSIC", "FEATURES"]
 
 # What a model can do, declared in its class's ``capabilities`` (callers ask ``model.can(X)`` instead of
 # probing for methods):
@@ -35,6 +35,7 @@ FOLD_IN = "fold-in"          #: ``fold_in(items)``: a new user's vector by the m
 NEW_ROW = "new-row"          #: ``score_items(items)``: a new user scored exactly as a new interaction row
 EXACT_HISTORY = "exact-history"  #: ``history_contributions(history, items)``: the score's exact decomposition
 INTRINSIC = "intrinsic"      #: ``importance(user, item)``: the model's own importances (seed 002's model)
+FEATURES = "features"        #: ``projections()``, ``x_user``/``x_item``: layer-0 rows from side features
 
 
 def binary_rows(histories, n_items: int):
@@ -50,8 +51,10 @@ def binary_rows(histories, n_items: int):
 
 
 def can(model, capability: str) -> bool:
-    """Whether ``model`` declares ``capability`` (``False`` for any object that declares nothing)."""
-    return capability in getattr(type(model), "capabilities", frozenset())
+    """Whether ``model`` declares ``capability`` (``False`` for any object that declares nothing). A class
+    declares ``capabilities``; a model whose abilities depend on its configuration (side features on
+    or off) may override them per instance."""
+    return capability in getattr(model, "capabilities", frozenset())
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,11 @@ class Recommender(nn.Module):
         """Scores of pairs: ``users`` ``(b,)``, ``items`` ``(b,)`` -> ``(b,)``."""
         u, it = self.embeddings()
         return (u[self._ids(users)] * it[self._ids(items)]).sum(-1)
+
+    def weights_version(self) -> tuple:
+        """Changes whenever the weights do (in place or replaced): every parameter's in-place version
+        and storage. What caches built from a trained model are keyed on."""
+        return tuple((p._version, p.data_ptr()) for p in self.parameters())
 
     def score_vectors(self, user_vectors: Tensor) -> Tensor:
         """Scores of all items for arbitrary user embeddings ``(b, d)`` or

@@ -156,6 +156,10 @@ class LightGCN(Recommender):
         self._final = None
         self._final_version = None
 
+    def weights_version(self) -> tuple:
+        """The layer-0 weights' versions, plus the graph's identity (the propagated layers' cache key)."""
+        return self._version()
+
     def _version(self) -> tuple:
         w_u, w_i = self.user_emb.weight, self.item_emb.weight
         return (w_u._version, w_i._version, w_u.data_ptr(), w_i.data_ptr(), w_u.device,

@@ -45,6 +45,7 @@ import torch
 from torch import LongTensor, Tensor, nn
 
 from ..graph import propagate_final, scores_with_histories
+from .base import FEATURES
 from .lightgcn import LightGCN, LightGCNConfig
 
 __all__ = ["LightGCNFeaturesConfig", "LightGCNFeatures", "parse_features"]
@@ -132,6 +133,11 @@ class LightGCNFeatures(LightGCN):
     @property
     def has_features(self) -> bool:
         return self.use_user or self.use_item
+
+    @property
+    def capabilities(self) -> frozenset:
+        """LightGCN's, plus :data:`~whyrec.models.base.FEATURES` when features are on for a side."""
+        return LightGCN.capabilities | {FEATURES} if self.has_features else LightGCN.capabilities
 
     def user_layer0(self) -> Tensor:
         e = self.user_emb.weight
