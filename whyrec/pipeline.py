@@ -146,6 +146,8 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
         objective = recipe.objective(inputs, plan.model_config) if recipe.objective else None
         hist = Trainer(net, objective, config, out_dir=out_dir if lead else None, progress=progress if lead else False,
                        strategy=strategy).fit(train_m, monitor_m)
+        if strategy is not None:  # on success only: a failed rank exits and torchrun stops the others
+            strategy.close()
         if not lead:
             return None
     model_config = plan.model_config

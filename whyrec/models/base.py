@@ -180,6 +180,10 @@ class Recommender(nn.Module):
         and storage. What caches built from a trained model are keyed on."""
         return tuple((p._version, p.data_ptr()) for p in self.parameters())
 
+    def invalidate_cache(self) -> None:
+        """Drop whatever was derived from the weights (propagated embeddings, filters); called after
+        the weights are replaced (a load, a resume, the end of training). Nothing to drop here."""
+
     def score_vectors(self, user_vectors: Tensor) -> Tensor:
         """Scores of all items for arbitrary user embeddings ``(b, d)`` or
         ``(d,)`` (e.g. from ``fold_in``) -> ``(b, n_items)`` / ``(n_items,)``."""

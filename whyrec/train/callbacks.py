@@ -108,8 +108,7 @@ class Checkpoint(Callback):
         info = saved["info"]
         model.load_state_dict({k: v.to(device) for k, v in saved["model"].items()})
         trainer.opt.load_state_dict(saved["optimizer"])
-        if hasattr(model, "invalidate_cache"):
-            model.invalidate_cache()
+        model.invalidate_cache()
         hist.epochs = list(info["epochs"])
         hist.evals = [(int(e), m) for e, m in info["evals"]]
         hist.best_epoch, hist.best_score, hist.best_metrics = info["best_epoch"], info["best_score"], info["best_metrics"]

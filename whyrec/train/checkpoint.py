@@ -99,8 +99,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     except Exception as err:  # safetensors' own error type for what the header check cannot see
         raise ValueError(f"{path}: not a valid safetensors file: {err}") from None
     model.load_state_dict(state, strict=strict)
-    if hasattr(model, "invalidate_cache"):
-        model.invalidate_cache()
+    model.invalidate_cache()
     return model
 
 

@@ -49,6 +49,9 @@ class Local:
     def agree(self, flag: bool) -> bool:
         return flag
 
+    def close(self) -> None:
+        pass
+
 
 class DataParallel(Local):
     """The strategy of the module docstring over the default process group."""
@@ -89,14 +92,21 @@ class DataParallel(Local):
         with torch.no_grad():
             for t in trainer.model.state_dict().values():
                 self.dist.broadcast(t, src=0)
-        if hasattr(trainer.model, "invalidate_cache"):
-            trainer.model.invalidate_cache()
+        trainer.model.invalidate_cache()
 
     def agree(self, flag: bool) -> bool:
         """Rank 0's ``flag`` on every rank."""
         box = [bool(flag)]
         self.dist.broadcast_object_list(box, src=0)
         return bool(box[0])
+
+    def close(self) -> None:
+        """Once training is over, on every rank: wait for the others, then tear the process group
+        down. A rank that exits with gloo's threads still alive aborts (``terminate called without
+        an active exception``) and takes torchrun's exit status with it."""
+        if self.dist.is_initialized():
+            self.dist.barrier()
+            self.dist.destroy_process_group()
 
 
 def from_environment(device: str = "auto") -> Optional[DataParallel]:

@@ -379,8 +379,7 @@ class Trainer:
             if began:
                 self._call("on_end", completed)
             if completed:
-                if hasattr(model, "invalidate_cache"):
-                    model.invalidate_cache()
+                model.invalidate_cache()
                 model.eval()
             if config.num_threads:
                 torch.set_num_threads(old_threads)
