@@ -132,6 +132,9 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
     inputs = ModelInputs(data.n_users, data.n_items, train_m, extras)
     torch.manual_seed(seed)  # the initial weights too are a function of the seed
     net = recipe.build(inputs, plan.model_config)
+    from .device import resolve_device
+
+    resolve_device(device, net)  # a device that is not here, or a CPU-only model on cuda: one line, now
     config = TrainConfig(**plan.train_values, seed=seed, patience=patience or None, device=device,
                          num_threads=threads, resume=resume)
     strategy = from_environment(device)  # torchrun: data-parallel; rank 0 alone reports and writes

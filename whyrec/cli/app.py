@@ -168,6 +168,12 @@ def run_dir_argument(help: str = "Run folder written by `whyrec train`."):
     return typer.Argument(..., metavar="RUN_DIR", help=help)
 
 
+def device_option(default: str = "cpu", what: str = "The model computes"):
+    """``--device``, the same on every command: auto, cpu, cuda or cuda:N (:func:`whyrec.device.resolve_device`)."""
+    return typer.Option(default, "--device", help=f"{what} on this device: auto (CUDA if available and the model "
+                                                  "runs there), cpu, cuda or cuda:N.")
+
+
 def seed_option(help: str):
     return typer.Option(DEFAULT_SEED, "--seed", help=help)
 

@@ -160,10 +160,11 @@ class History:
         return [r["loss"] for r in self.epochs]
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def resolve_device(device: str | torch.device = "auto", model=None) -> torch.device:
+    """:func:`whyrec.device.resolve_device`: ``auto`` = CUDA if available (and ``model`` computes there)."""
+    from ..device import resolve_device as resolve
+
+    return resolve(device, model)
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
