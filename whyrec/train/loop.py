@@ -342,7 +342,7 @@ class Trainer:
         self.t_start = time.perf_counter()
         began = completed = False
         try:
-            self.device = resolve_device(config.device)
+            self.device = resolve_device(config.device, model)
             if not model.trainable:
                 model.to(self.device)
                 if valid is not None:
