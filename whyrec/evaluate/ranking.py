@@ -318,20 +318,22 @@ def evaluate_ranking(scores: ScoresLike, train: sp.csr_matrix, test: sp.csr_matr
     user count and the covered items are summed over the ranks, so every rank returns the metrics of
     one process (to float rounding of the sums).
     """
-    if strategy is not None and strategy.world > 1:
+    sharded = strategy is not None and strategy.world > 1
+    if sharded:
         ev = _evaluated_users(train, test, users)
         lo, hi = strategy.share(0, len(ev))
         users = ev[lo:hi]
     per_user, covered, ks = _compute(scores, train, test, ks, batch_size, users, device, progress)
     names = [f"{m}@{k}" for k in ks for m in METRIC_NAMES]
-    sums = np.array([per_user[key].sum() for key in names] + [len(per_user["users"])], dtype=np.float64)
     hit = np.stack([covered[k] for k in ks]).astype(np.float64)
-    if strategy is not None and strategy.world > 1:
+    if sharded:
+        sums = np.array([per_user[key].sum() for key in names] + [len(per_user["users"])], dtype=np.float64)
         sums, hit = strategy.sum(sums), strategy.sum(hit)
-    n = int(round(sums[-1]))
-    res: dict[str, float] = {key: float(sums[j] / n) if n else 0.0 for j, key in enumerate(names)}
-    if strategy is None or strategy.world == 1:  # one process: the means exactly as before (pairwise sums)
-        res.update({key: float(per_user[key].mean()) if n else 0.0 for key in names})
+        n = int(round(sums[-1]))
+        res: dict[str, float] = {key: float(sums[j] / n) if n else 0.0 for j, key in enumerate(names)}
+    else:  # one process: the means (numpy's pairwise sums), exactly as ever
+        n = len(per_user["users"])
+        res = {key: float(per_user[key].mean()) if n else 0.0 for key in names}
     n_items = hit.shape[1]
     for j, k in enumerate(ks):
         res[f"coverage@{k}"] = float((hit[j] > 0).sum()) / n_items
