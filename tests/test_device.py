@@ -154,3 +154,19 @@ def test_every_command_on_cuda_matches_the_cpu(tiny_run, mf_run, tmp_path):
     mc = json.loads((tmp_path / "c" / "metrics.json").read_text())["test"]
     mg = json.loads((tmp_path / "g" / "metrics.json").read_text())["test"]
     assert mg["recall@20"] == pytest.approx(mc["recall@20"], abs=5e-3)
+
+
+def test_the_service_takes_a_device(tiny_run, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from whyrec.serve.app import DEVICE_ENV, RUN_ENV, app_from_env, create_app
+
+    want = cli_ok(["recommend", tiny_run, "--user", "1", "--k", "5", "--json"]).stdout
+    for app in (create_app(tiny_run, device="cpu"), create_app(whyrec.load(tiny_run), device="auto")):
+        body = TestClient(app).get("/users/1/recommendations?k=5").json()
+        assert [r["item_id"] for r in body["recommendations"]] == \
+            [r["item_id"] for r in json.loads(want)["recommendations"]]
+    monkeypatch.setenv(RUN_ENV, str(tiny_run))
+    monkeypatch.setenv(DEVICE_ENV, "tpu")  # what serve --workers hands each worker
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        app_from_env()
