@@ -315,7 +315,7 @@ class Trainer:
         self.out_dir = out_dir
         self.callbacks = default_callbacks(self.config, out_dir, progress, self.objective.resumable) \
             if callbacks is None else list(callbacks)
-        if self.strategy.rank != 0:  # rank 0 stops, checkpoints and reports for all (all ranks evaluate)
+        if self.strategy.rank != 0:  # rank 0 stops, checkpoints and reports for all
             self.callbacks, self.out_dir = [], None
         self.history = History(monitor=self.config.monitor, config=asdict(self.config))
         self.opt: Optional[torch.optim.Optimizer] = None
