@@ -289,11 +289,12 @@ def test_concepts_on_a_filter_run(ml100k_runs):
 def test_capabilities_are_declared_not_probed():
     """Callers ask a model what it can do; every model declares it in its class."""
     from whyrec.models import MF, LightGCN, Popularity
-    from whyrec.models.base import DOT, EXACT_HISTORY, FOLD_IN, GRAPH, INTRINSIC, NEW_ROW, RESCORE, can
+    from whyrec.models.base import CUDA, DOT, EXACT_HISTORY, FOLD_IN, GRAPH, INTRINSIC, NEW_ROW, RESCORE, can
     from whyrec.models.nmf import NMFRecommender
     from whyrec.models.resolved import Resolved
 
-    assert {c for c in (RESCORE, NEW_ROW, EXACT_HISTORY, DOT) if can(FILTERS[0], c)} == {RESCORE, NEW_ROW, EXACT_HISTORY}
-    assert LightGCN.capabilities == {DOT, GRAPH, FOLD_IN} and MF.capabilities == {DOT}
-    assert NMFRecommender.capabilities == {DOT, RESCORE} and Resolved.capabilities == {RESCORE, INTRINSIC}
-    assert not Popularity.capabilities and not can(object(), RESCORE)
+    assert {c for c in (RESCORE, NEW_ROW, EXACT_HISTORY, DOT, CUDA) if can(FILTERS[0], c)} == {RESCORE, NEW_ROW,
+                                                                                              EXACT_HISTORY}
+    assert LightGCN.capabilities == {DOT, GRAPH, FOLD_IN, CUDA} and MF.capabilities == {DOT, CUDA}
+    assert NMFRecommender.capabilities == {DOT, RESCORE} and Resolved.capabilities == {RESCORE, INTRINSIC, CUDA}
+    assert Popularity.capabilities == {CUDA} and not can(object(), RESCORE)

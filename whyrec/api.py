@@ -50,7 +50,8 @@ def fit(data, model: str = "lightgcn", split: Optional[str] = None, seed: int = 
 
 
 def load(path: str | Path, device: str = "cpu"):
-    """A run folder written by ``whyrec train`` or :meth:`Run.save`, checksums verified."""
+    """A run folder written by ``whyrec train`` or :meth:`Run.save`, checksums verified, its model on
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; :meth:`whyrec.run.Run.to` moves it later)."""
     from .run import load_run
 
     return load_run(path, device=device)

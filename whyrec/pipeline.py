@@ -109,7 +109,9 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
                  note: Optional[Callable[[str], None]] = None) -> Trained:
     """Split ``data``, build the model, fit it (checkpoints in ``out_dir`` when given, else none),
     evaluate it on the test part and return everything a run folder holds. Under torchrun the
-    model trains data-parallel (:mod:`whyrec.train.distributed`) and only rank 0 returns; the
+    model trains data-parallel (:mod:`whyrec.train.distributed`), every evaluation is sharded over
+    the ranks (a closed-form fit: rank 0 fits and evaluates alone), the process group is torn down
+    once the test metrics are in, and only rank 0 returns; the
     other ranks return ``None``."""
     import torch
 
@@ -132,29 +134,33 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
     inputs = ModelInputs(data.n_users, data.n_items, train_m, extras)
     torch.manual_seed(seed)  # the initial weights too are a function of the seed
     net = recipe.build(inputs, plan.model_config)
+    from .device import resolve_device
+
+    resolve_device(device, net)  # a device that is not here, or a CPU-only model on cuda: one line, now
     config = TrainConfig(**plan.train_values, seed=seed, patience=patience or None, device=device,
                          num_threads=threads, resume=resume)
     strategy = from_environment(device)  # torchrun: data-parallel; rank 0 alone reports and writes
     lead = strategy is None or strategy.rank == 0
     if recipe.summary is not None and lead:
         print(f"note: {recipe.summary(net, config)}", file=sys.stderr)
-    if recipe.fit is not None:  # fitted in closed form
-        if not lead:
-            return None
-        hist = recipe.fit(net, inputs, monitor_m, config, plan.model_config, progress)
+    if recipe.fit is not None:  # fitted in closed form, by rank 0 alone (the others wait in close)
+        hist = recipe.fit(net, inputs, monitor_m, config, plan.model_config, progress) if lead else None
+        shards = None
     else:
         objective = recipe.objective(inputs, plan.model_config) if recipe.objective else None
         hist = Trainer(net, objective, config, out_dir=out_dir if lead else None, progress=progress if lead else False,
                        strategy=strategy).fit(train_m, monitor_m)
-        if strategy is not None:  # on success only: a failed rank exits and torchrun stops the others
-            strategy.close()
-        if not lead:
-            return None
+        shards = strategy  # every rank holds the final weights: the test evaluation is sharded too
     model_config = plan.model_config
-    if recipe.final_config is not None:  # settings chosen while fitting (e.g. on validation)
+    if recipe.final_config is not None and lead:  # settings chosen while fitting (e.g. on validation)
         model_config = recipe.final_config(net, model_config)
-    net.eval()
-    test_metrics = evaluate_ranking(net.score_users, train_m, test_m, ks=plan.ks)
+    if lead or shards is not None:
+        net.eval()
+        test_metrics = evaluate_ranking(net.score_users, train_m, test_m, ks=plan.ks, strategy=shards)
+    if strategy is not None:  # on success only: a failed rank exits and torchrun stops the others
+        strategy.close()
+    if not lead:
+        return None
     metrics = {
         "test": test_metrics,
         "valid": hist.best_metrics,

@@ -109,16 +109,17 @@ def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) 
         if index is not None and not can(model, NEW_ROW):
             vector = model.fold_in(torch.tensor(items)).detach().float().cpu().numpy()
             found, values = index.search(vector, k, [np.asarray(items, np.int64)])
-            top = torch.return_types.topk((torch.from_numpy(values[0]), torch.from_numpy(found[0])))
+            values, indices = torch.from_numpy(values[0]), torch.from_numpy(found[0])
         else:
             if can(model, NEW_ROW):
                 scores = model.score_items(items).clone()
             else:
                 scores = model.score_vectors(model.fold_in(torch.tensor(items)).unsqueeze(0))[0]
-            scores[items] = -torch.inf
+            scores[torch.as_tensor(items, device=scores.device)] = -torch.inf
             top = torch.topk(scores, min(k, run.n_items))
-    rows = _rows(run, top.indices.numpy(), top.values.numpy())
-    _add_because(run, items, rows, top.indices[: len(rows)])
+            values, indices = top.values.cpu(), top.indices.cpu()  # the model's device -> numpy
+    rows = _rows(run, indices.numpy(), values.numpy())
+    _add_because(run, items, rows, indices[: len(rows)])
     return {
         "liked": [run.titles().label(i) for i in items],
         "liked_ids": [int(run.item_ids[i]) for i in items],
@@ -147,6 +148,7 @@ def _add_because(run: Run, items: list[int], rows: list[dict], targets: torch.Te
                 return
         else:
             return
+        contrib = contrib.cpu()
     for r, row in enumerate(rows):
             order = torch.argsort(contrib[:, r], descending=True).tolist()
             row["because"] = [{"item_id": int(run.item_ids[items[j]]), "title": run.titles().label(items[j]),

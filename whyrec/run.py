@@ -190,6 +190,24 @@ class Run(UserItemIds):
                            f"ids {self.user_ids.min()}..{self.user_ids.max()})")
         return row
 
+    @property
+    def device(self):
+        """The :class:`torch.device` the model computes on (:meth:`to`)."""
+        return self.model.device
+
+    def to(self, device="auto") -> "Run":
+        """Move the model to ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; :func:`whyrec.device.
+        resolve_device`): scoring, evaluation, recommendations and explanations then run there, with
+        the CPU's results to float tolerance. A device that is not here, or one the model cannot
+        compute on, is a :class:`ValueError`. Returns the run."""
+        from .device import resolve_device
+
+        target = resolve_device(device, self.model)
+        if target != self.model.device:
+            self.model.to(target)
+            self.model.invalidate_cache()  # explanation caches follow weights_version, which moves too
+        return self
+
     def titles(self):
         from .data.titles import TitleIndex
 
@@ -390,7 +408,8 @@ def verify_run(path: Path) -> dict:
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:
-    """Load and verify a run folder; the model comes back in eval mode on ``device``."""
+    """Load and verify a run folder; the model comes back in eval mode on ``device`` (``auto``, ``cpu``,
+    ``cuda``, ``cuda:N``: :meth:`Run.to`)."""
     from .train.checkpoint import check_safetensors, load_weights
 
     path = Path(path)
@@ -418,10 +437,10 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         load_weights(model, path / "weights.safetensors")
     except (RuntimeError, ValueError, OSError) as err:
         raise RunError(f"{path / 'weights.safetensors'}: does not fit a {config['model']} model ({err})") from None
-    model.to(device)
     model.eval()
-    return Run(path, config, np.asarray(users["user_ids"], np.int64), np.asarray(items["item_ids"], np.int64),
-               items.get("titles"), items.get("genres"), split, matrices, model, extras, ratings)
+    run = Run(path, config, np.asarray(users["user_ids"], np.int64), np.asarray(items["item_ids"], np.int64),
+              items.get("titles"), items.get("genres"), split, matrices, model, extras, ratings)
+    return run.to(device)
 
 
 __all__ = ["Run", "RunError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "build_model",

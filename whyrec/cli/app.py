@@ -130,6 +130,17 @@ def _os_error_message(err: OSError) -> str:
     return what
 
 
+def _rank_prefix() -> str:
+    """``rank R of N: `` under torchrun (``WORLD_SIZE`` > 1), so that the failing rank's line stands out
+    in the launcher's report; nothing in one process."""
+    import os
+
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not world.isdigit() or int(world) <= 1:
+        return ""
+    return f"rank {os.environ.get('RANK', '?')} of {world}: "
+
+
 def friendly(fn):
     """Turn whyrec's own errors (and bad values, unreadable files) into one line on stderr and exit 1."""
 
@@ -143,7 +154,7 @@ def friendly(fn):
             msg = _os_error_message(err) if err.strerror else str(err)
         else:
             return None
-        typer.echo(f"error: {_one_line(msg)}", err=True)
+        typer.echo(f"error: {_rank_prefix()}{_one_line(msg)}", err=True)
         raise typer.Exit(1)
 
     return wrapper
@@ -166,6 +177,12 @@ def data_dir_option():
 
 def run_dir_argument(help: str = "Run folder written by `whyrec train`."):
     return typer.Argument(..., metavar="RUN_DIR", help=help)
+
+
+def device_option(default: str = "cpu", what: str = "The model computes"):
+    """``--device``, the same on every command: auto, cpu, cuda or cuda:N (:func:`whyrec.device.resolve_device`)."""
+    return typer.Option(default, "--device", help=f"{what} on this device: auto (CUDA if available and the model "
+                                                  "runs there), cpu, cuda or cuda:N.")
 
 
 def seed_option(help: str):

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, friendly, run_dir_argument, seed_option
+from .app import app, device_option, friendly, run_dir_argument, seed_option
 
 
 @app.command()
@@ -28,6 +28,7 @@ def concepts(
     scatter: Optional[str] = typer.Option(None, "--scatter", help="Genre for the scatter figure (default: every "
                                           "analysed genre gets one)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the contents of a non-empty --out."),
+    device: str = device_option(),
 ) -> None:
     """Genre Concept Activation Vectors: CAV accuracy and p-value, sensitivities of all users, cosine/PCA
     geometry and correlation with users' ratings and interaction shares."""
@@ -43,7 +44,7 @@ def concepts(
     requested = [g for g in genres.split(",") if g.strip()] if genres is not None else None
     if genres is not None and not requested:
         raise ValueError("--genres is empty; give names such as Comedy,Horror")
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     report = analyze_run(run, requested, min_ratings=min_ratings, random_runs=random_runs, seed=seed,
                          min_items=min_items)
     if scatter is not None:

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..explain import METHODS
-from .app import app, friendly, run_dir_argument
+from .app import app, device_option, friendly, run_dir_argument
 
 
 @app.command()
@@ -37,6 +37,7 @@ def explain(
     beam: Optional[int] = typer.Option(None, "--beam", min=1, help="counterfactual: beam width (default 1: greedy)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Write a figure (PNG/SVG/PDF) here."),
+    device: str = device_option(),
 ) -> None:
     """Explain one recommendation (or one user's tastes, for --method concepts)."""
     from ..explain import EXPLAINERS, explainer_for
@@ -47,7 +48,7 @@ def explain(
     options = EXPLAINERS[method].check_options(dict(
         steps=steps, baseline=baseline, top=top, genre=genre, k=k, max_size=max_size, beam=beam,
         compare_items=compare_items or None))  # an option of another method: an error, before loading
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     ex = explainer_for(run, method, option="--method")
     u = run.user_index(user)
     i = run.titles().resolve(item) if item is not None else None

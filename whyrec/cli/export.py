@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, friendly, run_dir_argument
+from .app import app, device_option, friendly, run_dir_argument
 
 
 @app.command()
@@ -18,13 +18,14 @@ def export(
                                                       "users.parquet, items.parquet, export.json)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print export.json."),
+    device: str = device_option(),
 ) -> None:
     """Export the final user and item vectors (score = their dot product) for other systems to serve."""
     from ..export import check_export_target, export_run
     from ..run import load_run
 
     check_export_target(out, overwrite)  # before loading anything
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     meta = export_run(run, out, overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps(meta))

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, friendly, progress_option, run_dir_argument, seed_option
+from .app import app, device_option, friendly, progress_option, run_dir_argument, seed_option
 
 
 def _parse_counts(text: str, flag: str = "--remove") -> list[int]:
@@ -50,6 +50,7 @@ def faithfulness(
     n_users: Optional[int] = typer.Option(None, "--users", help="Only the first N eligible test users (curves: "
                                                                          "more than --max-remove history items; shift: any)."),
     progress: bool = progress_option(),
+    device: str = device_option(),
 ) -> None:
     """Remove each test user's m most important history items (by --method), re-score without
     retraining, report shift = (recall − recall′)/recall at Recall@10 (seed 002, Figure 5); with
@@ -85,7 +86,7 @@ def faithfulness(
         importance_function(m)  # unknown / unavailable method: fail before loading anything
     if figure is not None and figure.exists() and figure.is_dir():
         raise ValueError(f"--figure {figure} is a folder; give a file name such as faithfulness.png")
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     shift_users = None
     if n_users is not None:  # the first N test users with a history (the curves take the first N eligible ones)
         import numpy as np

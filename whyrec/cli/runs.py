@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from .app import (app, data_dir_option, dataset_option, echo_notes, friendly, metrics_table, parse_ks,
-                  progress_option, run_dir_argument, seed_option)
+from .app import (app, data_dir_option, dataset_option, device_option, echo_notes, friendly, metrics_table,
+                  parse_ks, progress_option, run_dir_argument, seed_option)
 
 
 def parse_opts(values: list[str] | None) -> dict:
@@ -79,7 +79,7 @@ def train(
     k: Optional[list[str]] = typer.Option(None, "--k", help="Cut-offs for the final test metrics (default 10 20)."),
     features: str = typer.Option("user,item", help="Side features for feature models: user,item | user | item | none."),
     opt: Optional[list[str]] = typer.Option(None, "--opt", help="Model-specific setting KEY=VALUE (repeatable)."),
-    device: str = typer.Option("auto", help="auto (CUDA if available), cpu or cuda."),
+    device: str = device_option("auto", "Training and evaluation run"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's)."),
     progress: bool = progress_option("Show a progress bar (--no-progress: one line per evaluation instead)."),
 ) -> None:
@@ -97,6 +97,9 @@ def train(
                          batch_size=batch_size, lr=lr, reg=reg, eval_every=eval_every, lr_schedule=lr_schedule,
                          lr_min=lr_min, positives=positives, monitor=monitor, preset=preset, ks=parse_ks(k, (10, 20)))
     ks = plan.ks
+    from ..device import resolve_device
+
+    resolve_device(device)  # cuda where there is none: one line, before any work
     if environment_rank():  # torchrun: the other ranks train their share; rank 0 writes the run
         run_training(plan, load_dataset(dataset, data_dir), split=split, seed=seed, min_rating=min_rating,
                      valid_ratio=valid_ratio, patience=patience, eval_on_test=eval_on_test, device=device,
@@ -148,6 +151,7 @@ def evaluate(
     more_k: Optional[list[str]] = typer.Argument(None, hidden=True),
     split_part: str = typer.Option("test", "--on", help="test or valid."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    device: str = device_option(what="Scoring runs"),
 ) -> None:
     """Re-score a run on its saved test split (full ranking, training items masked)."""
     from ..run import load_run
@@ -157,7 +161,7 @@ def evaluate(
     ks = parse_ks((k or []) + (more_k or []), (20,))
     if split_part not in ("test", "valid"):
         raise ValueError(f"--on must be test or valid, got {split_part!r}")
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     metrics = run.evaluate(ks, on=split_part)
     if as_json:
         typer.echo(json.dumps({"run": str(run_dir), "split": split_part, **metrics}))
@@ -178,6 +182,7 @@ def recommend(
     index: str = typer.Option("exact", "--index",
                               help="exact (score every item) or faiss (an approximate inner-product index over the "
                                    "item vectors, for large catalogues; seen items still excluded; docs/scale.md)."),
+    device: str = device_option(),
 ) -> None:
     """Top-k unseen items for a user, or for a new user from items they like (no retraining)."""
     from ..run import load_run
@@ -186,7 +191,7 @@ def recommend(
     if (user is None) == (not liked):
         raise ValueError("give either --user RAW_ID or one or more --liked ITEM")
     check_index_kind(index)
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     result = run.recommend(user=user, liked=liked, k=min(k, run.n_items), index=item_index(run, index)).to_dict()
     if liked:
         echo_notes(run.titles().duplicates(liked))

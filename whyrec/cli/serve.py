@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, friendly, run_dir_argument
+from .app import app, device_option, friendly, run_dir_argument
 
 
 def _is_loopback(host: str) -> bool:
@@ -49,6 +49,7 @@ def serve(
                               help="exact (score every item) or faiss (an approximate inner-product index over the "
                                    "item vectors, built at start-up, for large catalogues; seen items still excluded; "
                                    "see docs/scale.md)."),
+    device: str = device_option(),
     loop: str = typer.Option("asyncio", "--loop",
                              help="Event loop: asyncio (default; fair to every connection under overload) or "
                                   "uvloop (faster per request, but measured to leave connections unaccepted for "
@@ -77,23 +78,24 @@ def serve(
     import torch
 
     from ..run import load_run
-    from ..serve.app import API_KEY_ENV, DEADLINE_ENV, INDEX_ENV, MAX_BODY_ENV, MAX_QUEUE_ENV, RUN_ENV
+    from ..serve.app import API_KEY_ENV, DEADLINE_ENV, DEVICE_ENV, INDEX_ENV, MAX_BODY_ENV, MAX_QUEUE_ENV, RUN_ENV
     from ..serve.protocol import server_options
 
     torch.set_num_threads(threads)  # worker processes inherit it through the environment below
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    run = load_run(run_dir)  # bad folders fail here, with one line
+    run = load_run(run_dir, device=device)  # bad folders (and a device that is not here) fail here, with one line
     from ..serve.index import check_index_fits
 
     check_index_fits(run, index)  # a model without item vectors fails here, with one line
     typer.echo(f"whyrec serve: {run.config['model']} on {run.config['dataset']} "
                f"({run.n_users:,} users, {run.n_items:,} items) at http://{host}:{port}/"
-               + (f" ({workers} workers)" if workers > 1 else "") + (f", --index {index}" if index != "exact" else ""),
+               + (f" ({workers} workers)" if workers > 1 else "") + (f", --index {index}" if index != "exact" else "")
+               + (f", on {run.device}" if run.device.type != "cpu" else ""),
                err=True)
     options = server_options(host=host, port=port, access_log=access_log, loop=loop)
     if workers == 1:
         uvicorn.run(create_app(run, max_body_bytes=max_body, api_key=api_key or None, max_queue=max_queue or None,
-                               deadline=deadline or None, index=index), **options)
+                               deadline=deadline or None, index=index), **options)  # the run is on --device
     else:  # worker processes import the app from a factory, which reads the run folder from the environment
         del run
         os.environ[RUN_ENV] = str(Path(run_dir).resolve())
@@ -101,6 +103,7 @@ def serve(
         os.environ[MAX_QUEUE_ENV] = str(max_queue)
         os.environ[DEADLINE_ENV] = str(deadline)
         os.environ[INDEX_ENV] = index
+        os.environ[DEVICE_ENV] = device
         if api_key:
             os.environ[API_KEY_ENV] = api_key
         uvicorn.run("whyrec.serve.app:app_from_env", factory=True, workers=workers, **options)

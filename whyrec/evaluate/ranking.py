@@ -246,8 +246,7 @@ def _compute(scores, train, test, ks, batch_size, users, device, progress):
 
     out["users"] = ev
     out["n_test"] = n_test_all[ev].astype(np.int64)
-    coverage = {f"coverage@{k}": float(covered[k].sum()) / n_items for k in ks}
-    return out, coverage, ks
+    return out, covered, ks
 
 
 def per_user_metrics(scores: ScoresLike, train: sp.csr_matrix, test: sp.csr_matrix, ks=(20,), *,
@@ -284,9 +283,19 @@ def per_user_metrics(scores: ScoresLike, train: sp.csr_matrix, test: sp.csr_matr
     return out
 
 
+def _evaluated_users(train, test, users) -> np.ndarray:
+    """The users :func:`_compute` evaluates (sorted, unique, with a test item)."""
+    test = _as_csr(test, "test")
+    n_test = np.diff(test.indptr)
+    if users is None:
+        return np.flatnonzero(n_test > 0).astype(np.int64)
+    ev = np.unique(_check_users(users, test.shape[0]))
+    return ev[n_test[ev] > 0]
+
+
 def evaluate_ranking(scores: ScoresLike, train: sp.csr_matrix, test: sp.csr_matrix, ks=(20,), *,
                      batch_size: int = 1024, users=None, device=None,
-                     progress: bool = False) -> dict[str, float]:
+                     progress: bool = False, strategy=None) -> dict[str, float]:
     """Mean full-ranking metrics over evaluated users.
 
     Same inputs as :func:`per_user_metrics`. Returns a dict of floats with,
@@ -303,15 +312,32 @@ def evaluate_ranking(scores: ScoresLike, train: sp.csr_matrix, test: sp.csr_matr
         ndcg@K      = sum_{i<K} r_i / log2(i+2)  /  sum_{i<min(K,|T_u|)} 1 / log2(i+2)
         hit_rate@K  = [h_K > 0]
         mrr@K       = 1 / (first hit rank, 1-based) if within top K else 0
+
+    ``strategy``: under torchrun, :class:`whyrec.train.distributed.DataParallel` (called on every
+    rank): each rank scores a contiguous share of the evaluated users, and the per-metric sums, the
+    user count and the covered items are summed over the ranks, so every rank returns the metrics of
+    one process (to float rounding of the sums).
     """
-    per_user, coverage, ks = _compute(scores, train, test, ks, batch_size, users, device, progress)
-    n = len(per_user["users"])
-    res: dict[str, float] = {}
-    for k in ks:
-        for m in METRIC_NAMES:
-            key = f"{m}@{k}"
-            res[key] = float(per_user[key].mean()) if n else 0.0
-        res[f"coverage@{k}"] = coverage[f"coverage@{k}"]
+    sharded = strategy is not None and strategy.world > 1
+    if sharded:
+        ev = _evaluated_users(train, test, users)
+        lo, hi = strategy.share(0, len(ev))
+        users = ev[lo:hi]
+    per_user, covered, ks = _compute(scores, train, test, ks, batch_size, users, device, progress)
+    names = [f"{m}@{k}" for k in ks for m in METRIC_NAMES]
+    hit = np.stack([covered[k] for k in ks]).astype(np.float64)
+    if sharded:
+        sums = np.array([per_user[key].sum() for key in names] + [len(per_user["users"])], dtype=np.float64)
+        sums, hit = strategy.sum(sums), strategy.sum(hit)
+        n = int(round(sums[-1]))
+        res: dict[str, float] = {key: float(sums[j] / n) if n else 0.0 for j, key in enumerate(names)}
+    else:  # one process: the means (numpy's pairwise sums), exactly as ever
+        n = len(per_user["users"])
+        res = {key: float(per_user[key].mean()) if n else 0.0 for key in names}
+    n_items = hit.shape[1]
+    for j, k in enumerate(ks):
+        res[f"coverage@{k}"] = float((hit[j] > 0).sum()) / n_items
+    res = {key: res[key] for k in ks for key in [f"{m}@{k}" for m in METRIC_NAMES] + [f"coverage@{k}"]}
     res["n_users"] = n
     return res
 

@@ -165,7 +165,7 @@ class CounterfactualSearch:
     def block(self) -> np.ndarray:
         """``F(j, ·)`` ``(|H|, n_items)`` float64: each history item's exact contribution to every score."""
         if self._block is None:
-            self._block = self.run.model.history_contributions(self.history, np.arange(self.n_items)).double().numpy()
+            self._block = self.run.model.history_contributions(self.history, np.arange(self.n_items)).double().cpu().numpy()
         return self._block
 
     def block_scores(self, removed_sets: Sequence[Sequence[int]]) -> np.ndarray:

@@ -47,7 +47,7 @@ def contributions(run, user_idx: int, item_idx: int) -> tuple[np.ndarray, np.nda
         hist = _history(run, u)
         cache.clear()
         cache.update(user=u, history=hist,
-                     block=run.model.history_contributions(hist, np.arange(run.n_items)).double().numpy())
+                     block=run.model.history_contributions(hist, np.arange(run.n_items)).double().cpu().numpy())
     return cache["history"], cache["block"][:, int(item_idx)].copy()
 
 

@@ -140,7 +140,7 @@ def history_and_top(run, train: sp.csr_matrix, u: int) -> tuple[np.ndarray, np.n
     ``(n_items,)``) and the index of their top recommendation (history masked)."""
     hist = train.indices[train.indptr[u]:train.indptr[u + 1]].astype(np.int64)
     with torch.no_grad():
-        full = rescore(run, np.array([u]), _rows([hist], run.n_items)).double().numpy()[0]
+        full = rescore(run, np.array([u]), _rows([hist], run.n_items)).double().cpu().numpy()[0]
     masked = full.copy()
     masked[hist] = -np.inf
     return hist, full, int(np.argmax(masked))
@@ -386,7 +386,7 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
         if len(eset):  # PN/PS: the history without the set, and the set alone
             lists += [np.setdiff1d(hist, eset), eset]
         with torch.no_grad():
-            sc = rescore(run, np.full(len(lists), u), _rows(lists, run.n_items)).double().numpy()
+            sc = rescore(run, np.full(len(lists), u), _rows(lists, run.n_items)).double().cpu().numpy()
         rk = ranks(sc, t, hist)
         s0 = float(full[t])
         norm = abs(s0) if s0 != 0 else 1.0

@@ -85,13 +85,14 @@ class FeatureIG:
         dt = torch.float64
         with torch.no_grad():
             users, items = model.embeddings()
-            self.E_users = users.detach().to(dt)
-            self.E_items = items.detach().to(dt)
+            # float64 on the CPU, whatever the model's device (the pair operator comes back to it too)
+            self.E_users = users.detach().to("cpu", dt)
+            self.E_items = items.detach().to("cpu", dt)
             wu, wm = model.projections()
-            self.W_u = wu.detach().to(dt) if wu is not None else None
-            self.W_m = wm.detach().to(dt) if wm is not None else None
-            self.X_u = model.x_user.to(dt) if model.use_user else None
-            self.X_m = model.x_item.to(dt) if model.use_item else None
+            self.W_u = wu.detach().to("cpu", dt) if wu is not None else None
+            self.W_m = wm.detach().to("cpu", dt) if wm is not None else None
+            self.X_u = model.x_user.to("cpu", dt) if model.use_user else None
+            self.X_m = model.x_item.to("cpu", dt) if model.use_item else None
         self.f_u = 0 if self.X_u is None else self.X_u.shape[1]
         self.f_m = 0 if self.X_m is None else self.X_m.shape[1]
         self.dim = self.f_u + self.f_m
@@ -179,7 +180,7 @@ class FeatureIG:
         for s0 in range(0, users.numel(), chunk):
             u, m = users[s0:s0 + chunk], items[s0:s0 + chunk]
             b = u.numel()
-            s = self.model.pair_operator(u, m).to(torch.float64)
+            s = self.model.pair_operator(u, m).to("cpu", torch.float64)
             x = self.inputs(u, m)
             xb = self.baselines(baseline, b)
             eu, em = self.E_users[u], self.E_items[m]

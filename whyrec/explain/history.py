@@ -64,7 +64,8 @@ __all__ = ["HistoryContext", "history_context", "history_attributions", "edge_sc
 
 
 class HistoryContext:
-    """What history IG needs from a trained LightGCN-type model, in float64: ``adj``, ``emb0``
+    """What history IG needs from a trained LightGCN-type model, in float64 on the CPU (whatever
+    device the model is on: an explanation is one user's small exact computation): ``adj``, ``emb0``
     ``(N, d)`` layer-0 rows, ``alphas``, ``n_users``."""
 
     def __init__(self, model):
@@ -73,9 +74,9 @@ class HistoryContext:
                              f"{type(model).__name__} has none")
         self.model = model
         self.version = model.weights_version()
-        self.adj = model.adj.to(torch.float64)
+        self.adj = model.adj.to("cpu", torch.float64)
         with torch.no_grad():
-            self.emb0 = model._emb0().detach().to(torch.float64)
+            self.emb0 = model._emb0().detach().to("cpu", torch.float64)
         self.alphas = [float(a) for a in model.alphas]
         self.n_layers = int(model.n_layers)
         self.n_users = int(model.n_users)

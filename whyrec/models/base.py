@@ -24,7 +24,7 @@ import torch
 from torch import LongTensor, Tensor, nn
 
 __all__ = ["Recommender", "BatchEmbeddings", "binary_rows", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW",
-           "EXACT_HISTORY", "INTRINSIC", "FEATURES"]
+           "EXACT_HISTORY", "INTRINSIC", "FEATURES", "CUDA"]
 
 # What a model can do, declared in its class's ``capabilities`` (callers ask ``model.can(X)`` instead of
 # probing for methods):
@@ -36,6 +36,7 @@ NEW_ROW = "new-row"          #: ``score_items(items)``: a new user scored exactl
 EXACT_HISTORY = "exact-history"  #: ``history_contributions(history, items)``: the score's exact decomposition
 INTRINSIC = "intrinsic"      #: ``importance(user, item)``: the model's own importances (seed 002's model)
 FEATURES = "features"        #: ``projections()``, ``x_user``/``x_item``: layer-0 rows from side features
+CUDA = "cuda"                #: computes on a CUDA device: everything it scores with moves with ``.to(device)``
 
 
 def binary_rows(histories, n_items: int):

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from torch import LongTensor, Tensor, nn
 
-from .base import BatchEmbeddings, Recommender
+from .base import CUDA, BatchEmbeddings, Recommender
 
 __all__ = ["KGCNConfig", "KGCN", "sample_neighbors", "AGGREGATORS"]
 
@@ -145,6 +145,8 @@ class KGCN(Recommender):
         adj_entity, adj_relation: ``(E, K)`` int64 persistent buffers: the sampled
             neighbours S(e) and their relations (:func:`sample_neighbors`).
     """
+
+    capabilities = frozenset({CUDA})
 
     def __init__(self, n_users: int, n_items: int, kg_triples, n_entities: int, n_relations: int,
                  config: Optional[KGCNConfig] = None):

@@ -27,7 +27,7 @@ from torch import LongTensor, Tensor, nn
 
 from ..graph import (cached_normalized_adjacency, layer_weights, locality_order, node_degrees, permute_adjacency,
                      permute_rows, propagate, propagate_final, propagate_rows)
-from .base import DOT, FOLD_IN, GRAPH, BatchEmbeddings, Recommender
+from .base import CUDA, DOT, FOLD_IN, GRAPH, BatchEmbeddings, Recommender
 
 __all__ = ["LightGCNConfig", "LightGCN"]
 
@@ -71,7 +71,7 @@ class LightGCN(Recommender):
             (non-persistent buffer, used by :meth:`fold_in`).
     """
 
-    capabilities = frozenset({DOT, GRAPH, FOLD_IN})
+    capabilities = frozenset({DOT, GRAPH, FOLD_IN, CUDA})
 
     def __init__(self, n_users: int, n_items: int, config: Optional[LightGCNConfig] = None,
                  graph=None):

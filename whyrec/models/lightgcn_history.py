@@ -35,7 +35,7 @@ import torch
 from torch import LongTensor, Tensor
 
 from ..graph import node_degrees
-from .base import DOT, EXACT_HISTORY, FOLD_IN, RESCORE, BatchEmbeddings, binary_rows
+from .base import CUDA, DOT, EXACT_HISTORY, FOLD_IN, RESCORE, BatchEmbeddings, binary_rows
 from .lightgcn import LightGCN
 
 __all__ = ["LightGCNHistory", "USER_REPRS"]
@@ -47,7 +47,7 @@ USER_REPRS = ("free", "history")
 class LightGCNHistory(LightGCN):
     """:class:`LightGCN` scoring every user from their history alone (module docstring)."""
 
-    capabilities = frozenset({DOT, FOLD_IN, RESCORE, EXACT_HISTORY})
+    capabilities = frozenset({DOT, FOLD_IN, RESCORE, EXACT_HISTORY, CUDA})
 
     def _drop_user0(self, users: Tensor, users0: Tensor) -> Tensor:
         return users - self.alphas[0] * users0
@@ -89,7 +89,7 @@ class LightGCNHistory(LightGCN):
         with torch.no_grad():
             _, items = super().embeddings()
             g = self.messages() * self._item_scale().unsqueeze(1)
-            e = torch.from_numpy(np.asarray(h @ g.double().numpy())).to(g)  # (b, d): Σ_{i∈H} g_i / sqrt(d_i)
+            e = torch.from_numpy(np.asarray(h @ g.double().cpu().numpy())).to(g)  # (b, d): Σ_{i∈H} g_i / sqrt(d_i)
             e = e * d_u.clamp(min=1).to(g).rsqrt().unsqueeze(1)
             return e @ items.T
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 from torch import LongTensor, Tensor, nn
 
-from .base import BatchEmbeddings, DOT, Recommender
+from .base import CUDA, BatchEmbeddings, DOT, Recommender
 
 __all__ = ["MFConfig", "MF"]
 
@@ -28,7 +28,7 @@ class MF(Recommender):
     """``user_emb`` ``(n_users, d)`` = P, ``item_emb`` ``(n_items, d)`` = Q;
     ``score(u, i) = P[u] · Q[i]``. Final embeddings = layer-0 embeddings."""
 
-    capabilities = frozenset({DOT})
+    capabilities = frozenset({DOT, CUDA})
 
     def __init__(self, n_users: int, n_items: int, config: Optional[MFConfig] = None):
         super().__init__(n_users, n_items)

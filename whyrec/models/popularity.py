@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor
 
-from .base import Recommender
+from .base import CUDA, Recommender
 
 __all__ = ["Popularity"]
 
@@ -21,6 +21,7 @@ class Popularity(Recommender):
     checkpoint restores the model; :meth:`embeddings` is not defined."""
 
     trainable = False
+    capabilities = frozenset({CUDA})
 
     def __init__(self, train):
         if not sp.issparse(train):

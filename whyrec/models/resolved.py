@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import LongTensor, Tensor, nn
 
-from .base import INTRINSIC, RESCORE, Recommender
+from .base import CUDA, INTRINSIC, RESCORE, Recommender
 
 __all__ = ["ResolvedConfig", "Resolved", "Segments"]
 
@@ -167,7 +167,7 @@ class Resolved(Recommender):
         config: :class:`ResolvedConfig`.
     """
 
-    capabilities = frozenset({RESCORE, INTRINSIC})
+    capabilities = frozenset({RESCORE, INTRINSIC, CUDA})
 
     def __init__(self, n_users: int, n_items: int, train, item_entity, n_entities: int,
                  entity_entity=None, config: Optional[ResolvedConfig] = None):
@@ -474,7 +474,7 @@ class Resolved(Recommender):
         reach = np.asarray((sp.diags(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)) @ sub).sum(0)).ravel()
         ents = np.flatnonzero(reach > 0)
         p_ent = p_ent_all[torch.from_numpy(ents)]
-        part = (seg, seg["p_itm"], ents, torch.from_numpy(reach[ents].astype(np.float32)), p_ent)
+        part = (seg, seg["p_itm"], ents, torch.from_numpy(reach[ents].astype(np.float32)).to(p_ent.device), p_ent)
         self._up_cache = (key, part)
         return part
 

@@ -332,16 +332,18 @@ class Service:
         self.seen_indices = seen.indices.astype(np.int64)
         self.seen_t = torch.from_numpy(self.seen_indices)
         self.U = self.IT = self.S = None
+        # computed on the model's device (``serve --device``), kept in host memory: a request is one
+        # (d,) x (d, n_items) product or a row, a masked topk and a few numpy calls
         if can(model, DOT):  # score = e_u · e_i: precompute both
             with torch.inference_mode():
                 users, items = model.embeddings()
-                self.U = users.detach().to(torch.float32).clone().contiguous()
-                self.IT = items.detach().to(torch.float32).T.contiguous()
+                self.U = users.detach().to("cpu", torch.float32).clone().contiguous()
+                self.IT = items.detach().to("cpu", torch.float32).T.contiguous()
         elif run.n_users * run.n_items <= PRECOMPUTED_SCORES_LIMIT:
             # any other model (a VAE re-encoding the user, KGCN, popularity): a trained model is frozen,
             # so every user's scores are computed once here, batched, and a request is a masked topk
             with torch.inference_mode():
-                self.S = torch.cat([model.score_users(torch.arange(lo, min(lo + 256, run.n_users))).float()
+                self.S = torch.cat([model.score_users(torch.arange(lo, min(lo + 256, run.n_users))).to("cpu", torch.float32)
                                     for lo in range(0, run.n_users, 256)]).contiguous()
         #: ``--index faiss``: an approximate inner-product index over the item vectors (None: exact)
         self.ann = item_index(run, index) if index != "exact" else None
@@ -580,7 +582,7 @@ def _message(err: Exception) -> str:
 # ----------------------------------------------------------------------------------------------- #
 def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: int = 512,
                fast_path: bool = True, api_key: Optional[str] = None, max_queue: Optional[int] = 32,
-               deadline: Optional[float] = 0.5, index: str = "exact") -> FastAPI:
+               deadline: Optional[float] = 0.5, index: str = "exact", device: Optional[str] = None) -> FastAPI:
     """The ASGI app serving ``run`` (a run folder path or a loaded :class:`~whyrec.run.Run`).
 
     ``max_body_bytes``: the largest accepted request body (413 beyond); ``explain_cache``: how many
@@ -590,7 +592,9 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
     ``max_queue``: explanations waiting or running at most (a fast 503 with ``Retry-After`` beyond);
     ``deadline``: seconds an explanation may wait before it is answered 503 instead;
     ``index``: ``exact`` (score every item) or ``faiss`` (an approximate inner-product index over the
-    item vectors, :mod:`whyrec.serve.index`) for the recommendations.
+    item vectors, :mod:`whyrec.serve.index`) for the recommendations; ``device``: where the model
+    computes (``auto``, ``cpu``, ``cuda``, ``cuda:N``; :meth:`whyrec.run.Run.to`; default: a folder
+    loads on the CPU, a loaded run stays where it is).
     """
     from .index import check_index_kind
 
@@ -598,7 +602,9 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
     if isinstance(run, (str, Path)):
         from ..run import load_run
 
-        run = load_run(run)
+        run = load_run(run, device=device or "cpu")
+    elif device is not None:
+        run.to(device)
     service = Service(run, explain_cache=explain_cache, max_queue=max_queue, deadline=deadline, index=index)
     app = FastAPI(
         title="whyrec",
@@ -720,6 +726,7 @@ MAX_BODY_ENV = "WHYREC_SERVE_MAX_BODY"
 MAX_QUEUE_ENV = "WHYREC_SERVE_MAX_QUEUE"
 DEADLINE_ENV = "WHYREC_SERVE_DEADLINE"
 INDEX_ENV = "WHYREC_SERVE_INDEX"
+DEVICE_ENV = "WHYREC_SERVE_DEVICE"
 
 
 def _finite(obj):
@@ -745,7 +752,7 @@ def app_from_env() -> FastAPI:
                       api_key=os.environ.get(API_KEY_ENV) or None,
                       max_queue=int(queue_env) if int(queue_env) > 0 else None,
                       deadline=float(deadline_env) if float(deadline_env) > 0 else None,
-                      index=os.environ.get(INDEX_ENV, "exact"))
+                      index=os.environ.get(INDEX_ENV, "exact"), device=os.environ.get(DEVICE_ENV) or None)
 
 
 def stop_process(proc, timeout: float = 20.0) -> None:

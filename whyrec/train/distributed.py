@@ -11,9 +11,11 @@ that is a mean over the batch's rows (BPR, BCE and their L2 terms)::
 — every rank then takes the same Adam step, and the weights equal one process's with batch ``B``
 to float tolerance (tested). Terms that are not a mean over rows (the alignment objective's Pearson
 correlation, the ELBO's reparameterization noise) are computed per share, a valid but not identical
-estimate. Rank 0 alone evaluates, early-stops (its decision is broadcast), checkpoints, resumes (its
-restored weights and Adam state are broadcast) and writes the run folder; the other ranks write
-nothing and exit with status 0. Backend: gloo on CPU, NCCL on CUDA (``--device cuda``: rank ``r``
+estimate. Evaluation is sharded: every rank scores a contiguous share of the users and the metric
+sums are all-reduced (:meth:`DataParallel.sum`), so every rank sees one process's metrics. Rank 0
+alone early-stops (its decision is broadcast), checkpoints, resumes (its restored weights and Adam
+state are broadcast), keeps the best epoch's weights (broadcast at the end, before the final test
+evaluation) and writes the run folder; the other ranks write nothing and exit with status 0. Backend: gloo on CPU, NCCL on CUDA (``--device cuda``: rank ``r``
 uses GPU ``LOCAL_RANK``).
 """
 
@@ -48,6 +50,13 @@ class Local:
 
     def agree(self, flag: bool) -> bool:
         return flag
+
+    def sum(self, array):
+        """``array`` (numpy) summed over the ranks: itself here."""
+        return array
+
+    def share_weights(self, model) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -100,8 +109,26 @@ class DataParallel(Local):
         self.dist.broadcast_object_list(box, src=0)
         return bool(box[0])
 
+    def sum(self, array):
+        """A numpy ``array`` summed over the ranks (float64; every rank gets the sum): what sharded
+        evaluation (:func:`whyrec.evaluate.evaluate_ranking`'s ``strategy``) reduces."""
+        import numpy as np
+
+        backend = self.dist.get_backend()
+        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).to(device)
+        self.dist.all_reduce(t)
+        return t.cpu().numpy()
+
+    def share_weights(self, model) -> None:
+        """Rank 0's weights on every rank (after training: rank 0 alone restored the best epoch's)."""
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                self.dist.broadcast(t, src=0)
+        model.invalidate_cache()
+
     def close(self) -> None:
-        """Once training is over, on every rank: wait for the others, then tear the process group
+        """Once training and its evaluation are over, on every rank: wait for the others, then tear the process group
         down. A rank that exits with gloo's threads still alive aborts (``terminate called without
         an active exception``) and takes torchrun's exit status with it."""
         if self.dist.is_initialized():

@@ -160,10 +160,11 @@ class History:
         return [r["loss"] for r in self.epochs]
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def resolve_device(device: str | torch.device = "auto", model=None) -> torch.device:
+    """:func:`whyrec.device.resolve_device`: ``auto`` = CUDA if available (and ``model`` computes there)."""
+    from ..device import resolve_device as resolve
+
+    return resolve(device, model)
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
@@ -175,11 +176,11 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
 
 
-def _default_evaluate(batch_size: int) -> EvaluateFn:
+def _default_evaluate(batch_size: int, strategy=None) -> EvaluateFn:
     def evaluate(model, train, valid, ks):
         from ..evaluate.ranking import evaluate_ranking  # lazy: optional module
 
-        return evaluate_ranking(model.score_users, train, valid, ks=ks, batch_size=batch_size)
+        return evaluate_ranking(model.score_users, train, valid, ks=ks, batch_size=batch_size, strategy=strategy)
 
     return evaluate
 
@@ -293,8 +294,10 @@ class Trainer:
     ``opt``, ``device``, ``first_epoch``, ``at_eval`` (this epoch is an evaluation point) and set
     ``stop`` to end training after the current epoch.
 
-    ``strategy``: :class:`whyrec.train.distributed.DataParallel` under torchrun; its rank 0 alone
-    evaluates and runs the callbacks (default: one process).
+    ``strategy``: :class:`whyrec.train.distributed.DataParallel` under torchrun; the default
+    evaluation is sharded over its ranks (each scores a share of the users, the sums are reduced), a
+    given ``evaluate`` runs on rank 0 alone; rank 0 alone runs the callbacks, and its weights (the best
+    epoch's) are every rank's at the end (default: one process).
     """
 
     def __init__(self, model: Recommender, objective: Optional[Objective] = None,
@@ -306,12 +309,13 @@ class Trainer:
 
         self.model, self.objective = model, objective or BPR()
         self.config = config or TrainConfig()
-        self.evaluate = evaluate or _default_evaluate(self.config.eval_batch_size)
-        self.out_dir = out_dir
         self.strategy = strategy or Local()
+        self.sharded_eval = evaluate is None  # every rank evaluates its share of the users
+        self.evaluate = evaluate or _default_evaluate(self.config.eval_batch_size, self.strategy)
+        self.out_dir = out_dir
         self.callbacks = default_callbacks(self.config, out_dir, progress, self.objective.resumable) \
             if callbacks is None else list(callbacks)
-        if self.strategy.rank != 0:  # rank 0 evaluates, stops, checkpoints and reports for all
+        if self.strategy.rank != 0:  # rank 0 stops, checkpoints and reports for all
             self.callbacks, self.out_dir = [], None
         self.history = History(monitor=self.config.monitor, config=asdict(self.config))
         self.opt: Optional[torch.optim.Optimizer] = None
@@ -329,7 +333,8 @@ class Trainer:
         model, config, hist = self.model, self.config, self.history
         if tuple(train_csr.shape) != (model.n_users, model.n_items):
             raise ValueError(f"train has shape {train_csr.shape}, model is {(model.n_users, model.n_items)}")
-        valid = valid_csr if valid_csr is not None and valid_csr.nnz and self.strategy.rank == 0 else None
+        evaluates = self.strategy.rank == 0 or self.sharded_eval
+        valid = valid_csr if valid_csr is not None and valid_csr.nnz and evaluates else None
         self.train_csr = train_csr
         old_threads = torch.get_num_threads()
         if config.num_threads:
@@ -337,7 +342,7 @@ class Trainer:
         self.t_start = time.perf_counter()
         began = completed = False
         try:
-            self.device = resolve_device(config.device)
+            self.device = resolve_device(config.device, model)
             if not model.trainable:
                 model.to(self.device)
                 if valid is not None:
@@ -379,6 +384,7 @@ class Trainer:
             if began:
                 self._call("on_end", completed)
             if completed:
+                self.strategy.share_weights(model)  # rank 0's (best) weights everywhere
                 model.invalidate_cache()
                 model.eval()
             if config.num_threads:

@@ -1,0 +1,172 @@
+"""``--device`` on every command and in the library: ``cpu`` and ``auto`` give the default's results
+on this machine, ``cuda`` where there is none (or for a CPU-only model) is one ``error: …`` line, the
+resolver's rules under a pretended CUDA, and — where CUDA exists — every main command on CUDA against
+the CPU (skipped without one, like tests/test_graph.py's propagation check)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import whyrec
+from conftest import cli_fails, cli_ok, dataset_dir
+from whyrec.device import resolve_device
+from whyrec.models import LightGCN, LightGCNConfig
+from whyrec.models.base import CUDA, can
+from whyrec.models.gf_cf import GFCF
+
+NO_CUDA = not torch.cuda.is_available()
+
+
+def commands(run, tmp_path):
+    """Every command that reads a run, with what it prints (JSON where it has it)."""
+    return {
+        "evaluate": ["evaluate", run, "--k", "10,20", "--json"],
+        "recommend": ["recommend", run, "--user", "1", "--k", "5", "--json"],
+        "recommend-new": ["recommend", run, "--liked", "50", "--liked", "181", "--k", "5", "--json"],
+        "explain": ["explain", run, "--user", "1", "--method", "history", "--top", "5", "--json"],
+        "faithfulness": ["faithfulness", run, "--method", "history", "--remove", "1", "--runs", "1", "--users", "3",
+                         "--json", "--no-progress"],
+        "export": ["export", run, "--out", tmp_path / "export", "--json", "--overwrite"],
+    }
+
+
+def numbers(text: str):
+    """The numbers of a JSON answer, for comparison across devices (paths and timings left out)."""
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items() if k not in ("run", "seconds", "out", "path", "files")}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(json.loads(text))
+
+
+def close(a, b, tol=1e-4):
+    if isinstance(a, dict):
+        assert set(a) == set(b)
+        for k in a:
+            close(a[k], b[k], tol)
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            close(x, y, tol)
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=tol, abs=tol)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_device_flag_on_every_command_gives_the_default_result(tiny_run, tmp_path, device):
+    for name, args in commands(tiny_run, tmp_path).items():
+        default = cli_ok(args).stdout
+        flagged = cli_ok([*args, "--device", device]).stdout
+        if NO_CUDA or device == "cpu":
+            assert numbers(flagged) == numbers(default), name  # the very same computation
+        else:
+            close(numbers(flagged), numbers(default))
+    out = tmp_path / "concepts"
+    cli_ok(["concepts", tiny_run, "--out", out, "--random-runs", "0", "--genres", "Comedy", "--device", device])
+    assert (out / "summary.json").is_file()
+
+
+def test_the_library_takes_a_device(tiny_run):
+    run = whyrec.load(tiny_run, device="cpu")
+    assert run.device.type == "cpu" and run.to("cpu") is run
+    before = run.evaluate(k=20)
+    assert run.to("auto").evaluate(k=20) == pytest.approx(before)
+    with pytest.raises(ValueError, match="unknown device"):
+        run.to("gpu0")
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA")
+def test_cuda_where_there_is_none_is_one_error_line(tiny_run, tmp_path):
+    for name, args in commands(tiny_run, tmp_path).items():
+        cli_fails([*args, "--device", "cuda"], "CUDA is not available", "--device cpu")
+    cli_fails(["concepts", tiny_run, "--out", tmp_path / "c", "--device", "cuda"], "CUDA is not available")
+    cli_fails(["serve", tiny_run, "--port", "0", "--device", "cuda:0"], "CUDA is not available")
+    cli_fails(["train", "--dataset", "ml-100k", "--data-dir", dataset_dir("ml-100k"), "--out", tmp_path / "t",
+               "--epochs", "1", "--device", "cuda"], "CUDA is not available")
+    assert not (tmp_path / "t").exists() and not (tmp_path / "export").exists()
+    cli_fails(["evaluate", tiny_run, "--device", "tpu"], "unknown device 'tpu'")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        whyrec.load(tiny_run, device="cuda")
+
+
+def test_resolver_rules_with_a_pretended_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    train = sp.random(20, 15, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    train.data[:] = 1
+    graph_model = LightGCN(20, 15, LightGCNConfig(dim=4))
+    scipy_model = GFCF(train)
+    assert can(graph_model, CUDA) and not can(scipy_model, CUDA)
+    assert resolve_device("auto", graph_model) == torch.device("cuda")
+    assert resolve_device("auto", scipy_model) == torch.device("cpu")  # auto: where the model computes
+    assert resolve_device("cuda:0", graph_model) == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match="GFCF computes on the CPU"):
+        resolve_device("cuda", scipy_model)
+    with pytest.raises(ValueError, match="has 1 CUDA device"):
+        resolve_device("cuda:3")
+    with pytest.raises(ValueError, match="unsupported device 'meta'"):
+        resolve_device("meta")
+
+
+# ------------------------------------------------------------------------------------------------ #
+# on a machine with CUDA
+# ------------------------------------------------------------------------------------------------ #
+@pytest.fixture(scope="module")
+def mf_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mf") / "run"
+    cli_ok(["train", "--dataset", "ml-100k", "--data-dir", dataset_dir("ml-100k"), "--model", "mf", "--out", out,
+            "--epochs", "2", "--dim", "8", "--no-progress", "--device", "cpu"])
+    return out
+
+
+@pytest.mark.skipif(NO_CUDA, reason="no CUDA device")
+def test_every_command_on_cuda_matches_the_cpu(tiny_run, mf_run, tmp_path):
+    for run in (tiny_run, mf_run):
+        for name, args in commands(run, tmp_path).items():
+            if name == "explain" and run == mf_run:
+                args = ["explain", run, "--user", "1", "--method", "concepts", "--json"]
+            if name == "faithfulness" and run == mf_run:
+                continue  # MF's scores do not depend on a history
+            cpu = numbers(cli_ok([*args, "--device", "cpu"]).stdout)
+            gpu = numbers(cli_ok([*args, "--device", "cuda"]).stdout)
+            close(gpu, cpu)
+    cpu_run, gpu_run = whyrec.load(tiny_run), whyrec.load(tiny_run, device="cuda")
+    assert gpu_run.device.type == "cuda"
+    close(gpu_run.evaluate(k=[10, 20]), cpu_run.evaluate(k=[10, 20]))
+    a = [r.item for r in cpu_run.recommend(user="1", k=10)]
+    b = [r.item for r in gpu_run.recommend(user="1", k=10)]
+    assert a[:5] == b[:5]
+    # training on CUDA: the same metrics as on the CPU to tolerance
+    common = ["train", "--dataset", "ml-100k", "--data-dir", dataset_dir("ml-100k"), "--epochs", "2", "--dim", "8",
+              "--seed", "0", "--no-progress"]
+    cli_ok([*common, "--out", tmp_path / "c", "--device", "cpu"])
+    cli_ok([*common, "--out", tmp_path / "g", "--device", "cuda"])
+    mc = json.loads((tmp_path / "c" / "metrics.json").read_text())["test"]
+    mg = json.loads((tmp_path / "g" / "metrics.json").read_text())["test"]
+    assert mg["recall@20"] == pytest.approx(mc["recall@20"], abs=5e-3)
+
+
+def test_the_service_takes_a_device(tiny_run, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from whyrec.serve.app import DEVICE_ENV, RUN_ENV, app_from_env, create_app
+
+    want = cli_ok(["recommend", tiny_run, "--user", "1", "--k", "5", "--json"]).stdout
+    for app in (create_app(tiny_run, device="cpu"), create_app(whyrec.load(tiny_run), device="auto")):
+        body = TestClient(app).get("/users/1/recommendations?k=5").json()
+        assert [r["item_id"] for r in body["recommendations"]] == \
+            [r["item_id"] for r in json.loads(want)["recommendations"]]
+    monkeypatch.setenv(RUN_ENV, str(tiny_run))
+    monkeypatch.setenv(DEVICE_ENV, "tpu")  # what serve --workers hands each worker
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        app_from_env()
