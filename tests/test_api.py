@@ -42,6 +42,26 @@ def test_readme_snippet_lightgcn(ml100k, tmp_path):
     assert again.recommend(user="1", k=10).to_dict()["recommendations"][0]["item_id"] == recs[0].item
 
 
+def test_model_registry_at_the_package_top():
+    """``whyrec.MODELS`` / ``available_models()`` are the registry ``fit`` and ``whyrec train --model``
+    use (``whyrec/recipes/``), read-only, and ``whyrec models`` lists the same names."""
+    from typer.testing import CliRunner
+
+    from whyrec.cli import app as cli
+    from whyrec.recipes import get_recipe
+
+    models = whyrec.available_models()
+    assert list(models) == list(whyrec.MODELS) and {"lightgcn", "gf-cf", "resolved", "pop"} <= set(models)
+    assert whyrec.MODELS["lightgcn"] is get_recipe("lightgcn") and models["lightgcn"] == get_recipe("lightgcn").description
+    with pytest.raises(TypeError):
+        whyrec.MODELS["mine"] = None
+    listed = [line.split()[0] for line in CliRunner().invoke(cli, ["models"]).stdout.splitlines()]
+    assert listed == list(models)
+    import importlib.util
+
+    assert importlib.util.find_spec("whyrec.train.recipes") is None  # one registry, not two
+
+
 def test_fit_refuses_unknown_options(ml100k):
     with pytest.raises(ValueError, match="does not know --opt bogus"):
         whyrec.fit(ml100k, model="gf-cf", bogus=1, progress=False)

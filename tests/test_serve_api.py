@@ -79,7 +79,7 @@ def test_health_says_what_the_run_can_do(client):
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["dataset"] == "ml-100k" and h["model"] == "lightgcn"
     assert (h["n_users"], h["n_items"]) == (943, 1682) and h["user_id_range"] == [1, 943]
-    from whyrec.train.recipes import get_recipe
+    from whyrec.recipes import get_recipe
 
     assert h["explain_methods"] == list(get_recipe("lightgcn").explain_methods) and h["new_users"] is True
     assert set(h["available_methods"]) <= set(h["explain_methods"]) and "concepts" in h["available_methods"]
@@ -257,7 +257,7 @@ def test_items_search(client):
 # explanations
 # ------------------------------------------------------------------------------------------------ #
 def test_unsupported_method_is_400_naming_the_supported_ones(client, pop_client):
-    from whyrec.train.recipes import get_recipe
+    from whyrec.recipes import get_recipe
 
     supported = "supported: " + ", ".join(get_recipe("lightgcn").explain_methods)
     assert "features" not in supported

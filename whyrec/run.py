@@ -144,7 +144,7 @@ def atomic_path(path: str | Path):
 def build_model(name: str, n_users: int, n_items: int, train: sp.csr_matrix, model_config: dict,
                 extras: dict | None = None):
     """Instantiate a model by its ``--model`` name through its recipe."""
-    from .train.recipes import ModelInputs, get_recipe
+    from .recipes import ModelInputs, get_recipe
 
     return get_recipe(name).build(ModelInputs(n_users, n_items, train, dict(extras or {})), model_config)
 
@@ -382,7 +382,7 @@ def verify_run(path: Path) -> dict:
         if _sha256(path / name) != manifest[name]:
             raise RunError(f"{path / name} was modified after the run was written (checksum mismatch)")
     config = json.loads((path / "config.json").read_text())
-    from .train.recipes import recipes
+    from .recipes import recipes
 
     if config.get("whyrec_run") != 1 or config.get("model") not in recipes():
         raise RunError(f"{path / 'config.json'}: not a whyrec run config")

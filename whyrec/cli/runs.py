@@ -28,7 +28,7 @@ def parse_opts(values: list[str] | None) -> dict:
 @app.command()
 def models() -> None:
     """List the models `whyrec train --model` accepts."""
-    from ..train.recipes import recipes
+    from ..recipes import recipes
 
     for name, recipe in recipes().items():
         methods = f"  (explain: {', '.join(recipe.explain_methods)})" if recipe.explain_methods else ""
