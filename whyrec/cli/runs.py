@@ -188,8 +188,7 @@ def recommend(
     check_index_kind(index)
     run = load_run(run_dir)
     result = run.recommend(user=user, liked=liked, k=min(k, run.n_items), index=item_index(run, index)).to_dict()
-    if liked:
-        echo_notes(run.titles().duplicates(liked))
+    echo_notes(result.get("notes", []))  # a new user's liked entries that name the same item
     if as_json:
         typer.echo(json.dumps(result))
         return
