@@ -62,6 +62,7 @@ class Prepared:
         self.indices = seen.indices.astype(np.int64)
         self.indices_t = torch.from_numpy(self.indices)
         self.users = self.items_t = self.scores = None
+        self.n_items = run.n_items
         with torch.inference_mode():
             if can(model, DOT):
                 users, items = model.embeddings()
@@ -85,7 +86,7 @@ class Prepared:
         with torch.inference_mode():
             scores = self.users[u] @ self.items_t if self.users is not None else self.scores[u].clone()
             scores.index_fill_(0, self.indices_t[self.indptr[u]:self.indptr[u + 1]], -math.inf)
-            values, indices = torch.topk(scores, min(k, scores.shape[0]))
+            values, indices = torch.topk(scores, min(k, self.n_items))
         return indices.tolist(), values.tolist()
 
 
@@ -94,7 +95,9 @@ def _rows(run: Run, items, scores) -> list[dict]:
     finite score, in order (``items``/``scores``: item indices and their scores, lists or arrays)."""
     prepared = run.prepared
     out = []
-    for rank, (i, s) in enumerate(zip(np.asarray(items).tolist(), np.asarray(scores).tolist()), start=1):
+    if not isinstance(items, list):  # arrays or tensors: Python ints and floats
+        items, scores = np.asarray(items).tolist(), np.asarray(scores).tolist()
+    for rank, (i, s) in enumerate(zip(items, scores), start=1):
         if not math.isfinite(s):
             break  # fewer unseen items than k
         if prepared is not None:
@@ -133,17 +136,17 @@ def recommend_for_user(run: Run, raw_user: str | int, k: int = 10, index=None) -
     (:meth:`whyrec.run.Run.prepare`) answers from its precomputed tables, with the same result."""
     u = run.user_index(raw_user)
     seen, prepared = seen_items(run, u), run.prepared
-    found = None
-    with torch.no_grad():
-        if index is not None:
-            vector = prepared.users[u] if prepared is not None and prepared.users is not None else run.model.embeddings()[0][u]
-            found, values = index.search(vector.detach().float().cpu().numpy(), k, [seen])
-            found = (found[0], values[0])
-        elif prepared is not None:
-            found = prepared.top(u, k)
-        if found is None:
-            items, scores = top_k_items(run.model.score_users, run.matrices["seen"], k, [u])
-            found = (items[0], scores[0])
+    found = prepared.top(u, k) if prepared is not None and index is None else None
+    if found is None:
+        with torch.no_grad():
+            if index is not None:
+                vector = (prepared.users[u] if prepared is not None and prepared.users is not None
+                          else run.model.embeddings()[0][u])
+                found, values = index.search(vector.detach().float().cpu().numpy(), k, [seen])
+                found = (found[0], values[0])
+            else:
+                items, scores = top_k_items(run.model.score_users, run.matrices["seen"], k, [u])
+                found = (items[0], scores[0])
     return {"user": int(run.user_ids[u]), "k": k, "recommendations": _rows(run, *found), "n_seen": int(len(seen)),
             "profile": user_profile(run, u)}
 
