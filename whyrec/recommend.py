@@ -6,9 +6,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
-from .models.base import DOT, EXACT_HISTORY, FOLD_IN, NEW_ROW, can
+from .models.base import DOT, EXACT_HISTORY, FOLD_IN, NEW_ROW, RESCORE, can
 from .evaluate import top_k_items
 from .run import Run
 
@@ -167,8 +168,10 @@ def resolve_items(run: Run, liked: list[str]) -> list[int]:
 
 def supports_new_users(model) -> bool:
     """Whether a new user can be scored without retraining: folded into a LightGCN-type model
-    (``fold_in``), or scored exactly as a new interaction row by a graph filter (``score_items``)."""
-    return can(model, FOLD_IN) or can(model, NEW_ROW)
+    (``fold_in``), scored exactly as a new interaction row by a graph filter (``score_items``), or
+    re-scored from the liked items as a history by a model that re-encodes one (``score_histories``
+    with no user: the resolved model, NMF)."""
+    return can(model, FOLD_IN) or can(model, NEW_ROW) or can(model, RESCORE)
 
 
 def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) -> dict:
@@ -178,26 +181,33 @@ def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) 
     (:meth:`whyrec.models.LightGCN.fold_in`). Graph filters (:class:`whyrec.models.spectral.
     LinearFilter`) score the liked items as a new interaction row, exactly, and each
     recommendation carries ``because``: every liked item's exact contribution to its score
-    (they sum to the score). The liked items themselves are excluded. With an ``index``
+    (they sum to the score). Models that re-encode a history (the resolved model, its VAE special
+    case, NMF: :data:`~whyrec.models.base.RESCORE`) score the liked items as one, with no user term
+    of the training set. The liked items themselves are excluded. With an ``index``
     (``--index faiss``) a folded-in user's vector is searched there instead of scoring every item.
     ``{"liked", "liked_ids", "k", "recommendations", "notes", "profile"}`` (``notes``: liked
     entries that resolved to the same item; ``profile``: the liked items' genres).
     """
     model = run.model
     if not supports_new_users(model):
-        raise ValueError("a new user can be folded in only into a LightGCN run, or scored as a new row by a graph "
-                         f"filter (gf-cf, bspm, cheby-cf); this run is {run.config['model']}")
+        raise ValueError("a new user can be folded in only into a LightGCN run, scored as a new row by a graph "
+                         "filter (gf-cf, bspm, cheby-cf) or re-encoded from a history (resolved, vae, nmf); this run "
+                         f"is {run.config['model']}")
     items = resolve_items(run, liked)
     with torch.no_grad():
-        if index is not None and not can(model, NEW_ROW):
+        if index is not None and can(model, FOLD_IN) and not can(model, NEW_ROW):
             vector = model.fold_in(torch.tensor(items)).detach().float().cpu().numpy()
             found, values = index.search(vector, k, [np.asarray(items, np.int64)])
             top = torch.return_types.topk((torch.from_numpy(values[0]), torch.from_numpy(found[0])))
         else:
             if can(model, NEW_ROW):
                 scores = model.score_items(items).clone()
-            else:
+            elif can(model, FOLD_IN):
                 scores = model.score_vectors(model.fold_in(torch.tensor(items)).unsqueeze(0))[0]
+            else:  # RESCORE: the liked items as a history, no user of the training set
+                row = sp.csr_matrix((np.ones(len(items), np.float32), (np.zeros(len(items), np.int64), items)),
+                                    shape=(1, run.n_items))
+                scores = model.score_histories(row, None)[0].float().clone()
             scores[items] = -torch.inf
             top = torch.topk(scores, min(k, run.n_items))
     rows = _rows(run, top.indices.numpy(), top.values.numpy())
