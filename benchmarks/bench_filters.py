@@ -38,7 +38,7 @@ def child(args) -> dict:
     from whyrec.data.splits import make_split
     from whyrec.evaluate import evaluate_ranking
     from whyrec.train.loop import TrainConfig
-    from whyrec.train.recipes import ModelInputs, get_recipe
+    from whyrec.recipes import ModelInputs, get_recipe
 
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data_dir)

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -36,12 +37,19 @@ warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in bet
 FAST = {"batch_size": 65536, "lr": 3e-2, "reg": 1e-4}
 
 
+#: absolute references to the package inside its own code (imports, module names in strings such as
+#: ``"whyrec.explain.history"``): renamed in the extracted copy so that it imports its own modules
+_ABSOLUTE = re.compile(r"(?<=[\s\"'(])whyrec(?=[.:]\w)|(?<=import )whyrec\b|(?<=from )whyrec\b")
+
+
 def import_revision(rev: str, into: Path):
-    """``rev``'s ``whyrec`` package as the module ``whyrec_base`` (relative imports only on the
-    training path, so the renamed copy imports its own modules)."""
+    """``rev``'s ``whyrec`` package as the module ``whyrec_base``, next to the working tree's
+    ``whyrec``: extracted with ``git archive``, its absolute self-references renamed."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "whyrec"], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     (into / "whyrec").rename(into / "whyrec_base")
+    for py in (into / "whyrec_base").rglob("*.py"):
+        py.write_text(_ABSOLUTE.sub("whyrec_base", py.read_text()))
     sys.path.insert(0, str(into))
     return importlib.import_module("whyrec_base")
 

@@ -38,7 +38,7 @@ def main() -> None:
     from whyrec.data import load_dataset
     from whyrec.data.splits import make_split
     from whyrec.evaluate import evaluate_ranking
-    from whyrec.train.recipes import ModelInputs, get_recipe
+    from whyrec.recipes import ModelInputs, get_recipe
     from whyrec.train.select import select_config
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

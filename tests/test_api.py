@@ -42,6 +42,26 @@ def test_readme_snippet_lightgcn(ml100k, tmp_path):
     assert again.recommend(user="1", k=10).to_dict()["recommendations"][0]["item_id"] == recs[0].item
 
 
+def test_model_registry_at_the_package_top():
+    """``whyrec.MODELS`` / ``available_models()`` are the registry ``fit`` and ``whyrec train --model``
+    use (``whyrec/recipes/``), read-only, and ``whyrec models`` lists the same names."""
+    from typer.testing import CliRunner
+
+    from whyrec.cli import app as cli
+    from whyrec.recipes import get_recipe
+
+    models = whyrec.available_models()
+    assert list(models) == list(whyrec.MODELS) and {"lightgcn", "gf-cf", "resolved", "pop"} <= set(models)
+    assert whyrec.MODELS["lightgcn"] is get_recipe("lightgcn") and models["lightgcn"] == get_recipe("lightgcn").description
+    with pytest.raises(TypeError):
+        whyrec.MODELS["mine"] = None
+    listed = [line.split()[0] for line in CliRunner().invoke(cli, ["models"]).stdout.splitlines()]
+    assert listed == list(models)
+    import importlib.util
+
+    assert importlib.util.find_spec("whyrec.train.recipes") is None  # one registry, not two
+
+
 def test_fit_refuses_unknown_options(ml100k):
     with pytest.raises(ValueError, match="does not know --opt bogus"):
         whyrec.fit(ml100k, model="gf-cf", bogus=1, progress=False)
@@ -85,9 +105,19 @@ def test_from_interactions_dataframe_and_arrays(tmp_path):
     run = whyrec.fit(data, model="gf-cf", seed=1, min_rating=1, progress=False)
     pop = whyrec.fit(data, model="pop", seed=1, min_rating=1, progress=False)
     assert run.evaluate(k=10)["recall@10"] > pop.evaluate(k=10)["recall@10"] + 0.1
-    # a user of the first group is recommended items of the first group
+    # a user of the first group is recommended items of the first group, unseen, with their titles
     recs = run.recommend(user="1000", k=10)
     assert sum(r.item < 5060 for r in recs) >= 8
+    seen = set(df.iid[df.uid == 1000].tolist())
+    assert len(recs) == 10 and not {r.item for r in recs} & seen and all(r.title.startswith("Item ") for r in recs)
+    # a new user who liked items of the second group gets the second group, each with its "because"
+    new = run.recommend(liked=["Item 70", "Item 71", "5072"], k=10)
+    assert sum(r.item >= 5060 for r in new) >= 8 and not {r.item for r in new} & {5070, 5071, 5072}
+    assert all(sum(b["contribution"] for b in r.because) == pytest.approx(r.score, rel=1e-4) for r in new)
+    # an additive explanation: the history's exact terms sum to the score (a filter has no baseline)
+    why = run.explain(user="1000", item=recs[0].item, method="history")
+    assert why.additive and why.score == pytest.approx(recs[0].score, rel=1e-4)
+    assert sum(v for _, v in why.contributions) == pytest.approx(why.score - why.baseline, rel=1e-4, abs=1e-6)
     run.save(tmp_path / "custom")
     assert [r.item for r in whyrec.load(tmp_path / "custom").recommend(user="1000", k=10)] == [r.item for r in recs]
     # numpy arrays: the same data
@@ -100,16 +130,25 @@ def test_from_interactions_dataframe_and_arrays(tmp_path):
 
 
 def test_resolved_on_lastfm_in_memory(lastfm, tmp_path):
-    """The seed-002 model through the same five lines: trained in memory (a short schedule; its
-    documented 60-epoch default reaches Recall@10 0.216, docs/resolved.md), ten unseen artists,
-    its own (intrinsic) explanation, and save/load giving identical recommendations."""
-    run = whyrec.fit(lastfm, model="resolved", seed=0, epochs=2, eval_every=2, progress=False)
+    """The seed-002 model through the same five lines: trained in memory (a short schedule, 10 of its
+    documented 60 epochs, which reach Recall@10 0.216, docs/resolved.md) and above popularity on the
+    same split, ten unseen artists with names, a new user's list, its own (intrinsic) explanation
+    (not additive: the score is the log of a sum of exponentials), and save/load giving identical
+    recommendations."""
+    run = whyrec.fit(lastfm, model="resolved", seed=0, epochs=10, eval_every=10, progress=False)  # ~1 min
     metrics = run.evaluate(k=[10, 20])
-    assert 0.0 < metrics["recall@20"] <= 1.0 and metrics["n_users"] > 0
+    pop = whyrec.fit(lastfm, model="pop", seed=0, progress=False).evaluate(k=[10, 20])
+    assert metrics["recall@20"] > pop["recall@20"] and metrics["n_users"] == pop["n_users"] > 0
     user = str(run.user_ids[0])
     recs = run.recommend(user=user, k=10)
     seen = set(run.item_ids[run.matrices["seen"][run.user_index(user)].indices].tolist())
-    assert len(recs) == 10 and not {r.item for r in recs} & seen
+    assert len(recs) == 10 and not {r.item for r in recs} & seen and all(r.title for r in recs)
+    # a new user: the liked artists re-encoded as a history (no retraining, no user term)
+    liked = [run.titles().label(i) for i in run.matrices["train"][run.user_index(user)].indices[:5]]
+    new = run.recommend(liked=liked, k=10)
+    liked_ids = set(new.to_dict()["liked_ids"])
+    assert len(new) == 10 and len(liked_ids) == 5 and not {r.item for r in new} & liked_ids
+    assert len({r.item for r in new} & {r.item for r in recs}) >= 3  # much of the same taste as the user's
     why = run.explain(user=user, item=recs[0].item, method="intrinsic")
     assert why.method == "intrinsic" and why.item == recs[0].item and why.contributions
     history = set(run.item_ids[run.matrices["train"][run.user_index(user)].indices].tolist())

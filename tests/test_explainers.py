@@ -31,10 +31,10 @@ def history_run(ml100k):
 
 
 def test_every_recipe_method_meets_its_explainers_capability_needs():
-    from whyrec.train.recipes import recipes
+    from whyrec.recipes import recipes
 
     for name in recipes():
-        from whyrec.train.recipes import get_recipe
+        from whyrec.recipes import get_recipe
 
         assert set(get_recipe(name).explain_methods) <= set(EXPLAINERS), name
     assert EXPLAINERS["intrinsic"].needs == ("INTRINSIC",) and EXPLAINERS["concepts"].needs == ()

@@ -79,7 +79,7 @@ def test_health_says_what_the_run_can_do(client):
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["dataset"] == "ml-100k" and h["model"] == "lightgcn"
     assert (h["n_users"], h["n_items"]) == (943, 1682) and h["user_id_range"] == [1, 943]
-    from whyrec.train.recipes import get_recipe
+    from whyrec.recipes import get_recipe
 
     assert h["explain_methods"] == list(get_recipe("lightgcn").explain_methods) and h["new_users"] is True
     assert set(h["available_methods"]) <= set(h["explain_methods"]) and "concepts" in h["available_methods"]
@@ -257,7 +257,7 @@ def test_items_search(client):
 # explanations
 # ------------------------------------------------------------------------------------------------ #
 def test_unsupported_method_is_400_naming_the_supported_ones(client, pop_client):
-    from whyrec.train.recipes import get_recipe
+    from whyrec.recipes import get_recipe
 
     supported = "supported: " + ", ".join(get_recipe("lightgcn").explain_methods)
     assert "features" not in supported
@@ -434,17 +434,46 @@ def test_explanation_queue_is_first_in_first_out_and_hands_back_errors():
 # ------------------------------------------------------------------------------------------------ #
 # the service only wraps the library: the same request gives the same JSON from Python and HTTP
 # ------------------------------------------------------------------------------------------------ #
-def test_python_and_http_give_the_same_json(client, run):
-    liked = ["toy story", "50", "Fargo (1996)"]
-    body = client.post("/recommendations", json={"liked": liked, "k": 7}).json()
-    py = run.recommend(liked=liked, k=7).to_dict()
-    assert body["recommendations"] == json.loads(json.dumps(py["recommendations"]))
+def test_python_cli_and_http_give_the_same_json(client, lgcn_dir):
+    """One request three ways — ``Run`` in Python (a fresh load, nothing precomputed), ``whyrec ...
+    --json`` and HTTP (the service's precomputed tables and fast path) — gives one JSON object."""
+    from whyrec.run import load_run
+
+    fresh = load_run(lgcn_dir)
+    assert fresh.prepared is None  # the Python side computes every request; the service precomputed
+
+    def cli_json(*args):
+        result = runner.invoke(cli, [*map(str, args), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def same(a, b):  # floats through JSON: what each face prints; scores to float32 round-off
+        a, b = json.loads(json.dumps(a)), json.loads(json.dumps(b))
+        sa = [r.pop("score") for r in a.get("recommendations", [])]
+        sb = [r.pop("score") for r in b.get("recommendations", [])]
+        assert a == b and sa == pytest.approx(sb, rel=1e-5)
+
+    for user in ("1", "42", "7"):
+        py = fresh.recommend(user=user, k=8).to_dict()
+        assert py["n_seen"] == fresh.matrices["seen"][fresh.user_index(user)].nnz and py["profile"]
+        same(client.get(f"/users/{user}/recommendations?k=8").json(), py)
+        same(client.get(f"/users/{user}/recommendations?k=8&via=route").json(), py)
+        same(cli_json("recommend", lgcn_dir, "--user", user, "--k", 8), py)
+        assert py["profile"] == fresh.profile(user=user)
+    liked = ["toy story", "50", "Fargo (1996)", "Star Wars (1977)"]
+    py = fresh.recommend(liked=liked, k=7).to_dict()
     assert all(r["because"] for r in py["recommendations"])  # the library itself says "because you liked"
-    assert body["profile"] == run.profile(liked=liked)
-    assert client.get("/items?q=star&limit=20").json()["items"] == run.search("star", limit=20)
-    user = client.get("/users/1/recommendations?k=5").json()
-    assert user["profile"] == run.profile(user="1")
-    assert [r["item_id"] for r in user["recommendations"]] == [r.item for r in run.recommend(user="1", k=5)]
+    assert py["profile"] == fresh.profile(liked=liked) and len(py["notes"]) == 1  # "50" is Star Wars
+    same(client.post("/recommendations", json={"liked": liked, "k": 7}).json(), py)
+    same(cli_json("recommend", lgcn_dir, *[a for x in liked for a in ("--liked", x)], "--k", 7), py)
+    assert client.get("/items?q=star&limit=20").json()["items"] == fresh.search("star", limit=20)
+    item = py["recommendations"][0]["item_id"]
+    why = json.loads(json.dumps(fresh.explain(user="1", item=item, method="history", top=5).to_dict()))
+    timed = why.pop("seconds")  # how long it took: the one key that differs from run to run
+    http = client.get(f"/users/1/explanations/{item}?method=history&top=5").json()
+    cli_why = cli_json("explain", lgcn_dir, "--user", "1", "--item", item, "--method", "history", "--top", 5)
+    assert timed > 0 and http.pop("seconds") > 0 and cli_why.pop("seconds") > 0
+    assert http == why == cli_why and len(why["attributions"]) == 5
 
 
 def test_genre_profile_counts_by_hand(run):

@@ -2,7 +2,9 @@
 
 The library's face (imported on first use, so that ``whyrec --help`` does not pay for torch):
 :func:`load_dataset`, :func:`from_interactions`, :func:`fit`, :func:`load`, :class:`Run`,
-:class:`Explanation`. See :mod:`whyrec.api`.
+:class:`Explanation`, and the model registry: :func:`available_models` (name -> description),
+``MODELS`` (name -> :class:`~whyrec.recipes.Recipe`, what ``fit(model=…)`` and ``whyrec train
+--model`` accept; :mod:`whyrec.recipes`). See :mod:`whyrec.api`.
 """
 
 __version__ = "0.1.0"
@@ -12,6 +14,8 @@ _EXPORTS = {
     "from_interactions": ("whyrec.data.custom", "from_interactions"),
     "fit": ("whyrec.api", "fit"),
     "load": ("whyrec.api", "load"),
+    "available_models": ("whyrec.api", "available_models"),
+    "MODELS": ("whyrec.api", "MODELS"),
     "Run": ("whyrec.run", "Run"),
     "Explanation": ("whyrec.explain.explanation", "Explanation"),
     "Recommendation": ("whyrec.recommend", "Recommendation"),

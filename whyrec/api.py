@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["fit", "load"]
+__all__ = ["fit", "load", "available_models", "MODELS"]
 
 #: :func:`fit` keywords that are training settings (``whyrec train`` flags); every other keyword is
 #: a model option (``--opt KEY=VALUE``)
@@ -55,3 +55,21 @@ def load(path: str | Path, device: str = "cpu"):
     from .run import load_run
 
     return load_run(path, device=device)
+
+
+def available_models() -> dict[str, str]:
+    """The models :func:`fit` (``model=``) and ``whyrec train --model`` accept: name -> one-line
+    description (what ``whyrec models`` lists)."""
+    from .recipes import recipes
+
+    return {name: recipe.description for name, recipe in recipes().items()}
+
+
+def __getattr__(name: str):
+    if name == "MODELS":  # the registry, read-only: name -> Recipe (imported on first use)
+        from types import MappingProxyType
+
+        from .recipes import recipes
+
+        return MappingProxyType(recipes())
+    raise AttributeError(f"module 'whyrec.api' has no attribute {name!r}")

@@ -76,7 +76,7 @@ def plan_training(model: str = "lightgcn", *, options: Optional[dict] = None, di
     defaults, the recipe's ``train_defaults``, the ``preset``'s, the flags, then ``--opt`` keys
     the recipe names as training settings (``train_options``)."""
     from .train.loop import LR_SCHEDULES, TrainConfig, check_monitor, check_train_values
-    from .train.recipes import get_recipe
+    from .recipes import get_recipe
     from .train.sampling import check_positives
 
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "reg": reg, "eval_every": eval_every,
@@ -119,7 +119,7 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
     from .evaluate import evaluate_ranking
     from .train.distributed import from_environment
     from .train.loop import TrainConfig, Trainer
-    from .train.recipes import ModelInputs
+    from .recipes import ModelInputs
 
     recipe = plan.recipe
     method = split or ("official" if data.official_test is not None else "")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
-from .models.base import EXACT_HISTORY, FOLD_IN, NEW_ROW, can
+from .models.base import DOT, EXACT_HISTORY, FOLD_IN, NEW_ROW, RESCORE, can
 from .evaluate import top_k_items
 from .run import Run
 
@@ -38,36 +40,118 @@ class Recommendations(list):
         return dict(self.result)
 
 
-def _rows(run: Run, items: np.ndarray, scores: np.ndarray) -> list[dict]:
+#: models without an embedding space get every user's scores precomputed by :meth:`Run.prepare
+#: <whyrec.run.Run.prepare>` up to this many entries (float32: 256 MB); beyond it each request runs the model
+PRECOMPUTED_SCORES_LIMIT = 64_000_000
+
+
+class Prepared:
+    """What repeated requests on one frozen run share, computed once (:meth:`whyrec.run.Run.prepare`;
+    the service does it at start-up), so that a known user's top ``k`` is one product and a topk.
+
+    ``users`` ``(n_users, d)`` and ``items_t`` ``(d, n_items)``: a :data:`~whyrec.models.base.DOT`
+    model's float32 tables, ``score(u, ·) = users[u] @ items_t``; else ``scores`` ``(n_users,
+    n_items)``: every user's scores (a VAE re-encoding the user, KGCN, popularity), batched, when
+    ``n_users · n_items <= scores_limit``; else neither (each request runs the model). Also the seen
+    matrix as int64 ``indptr``/``indices`` (masked to ``-inf`` before the topk), every item's ``(raw
+    id, title, genres)`` and the genre profiles asked for so far."""
+
+    def __init__(self, run: Run, scores_limit: int = PRECOMPUTED_SCORES_LIMIT):
+        model = run.model
+        seen = run.matrices["seen"].tocsr()
+        self.indptr = seen.indptr.astype(np.int64)
+        self.indices = seen.indices.astype(np.int64)
+        self.indices_t = torch.from_numpy(self.indices)
+        self.users = self.items_t = self.scores = None
+        self.n_items = run.n_items
+        # computed on the model's device (``--device``), kept in host memory: a request is one
+        # (d,) x (d, n_items) product or a row, a masked topk and a few numpy calls
+        with torch.inference_mode():
+            if can(model, DOT):
+                users, items = model.embeddings()
+                self.users = users.detach().to("cpu", torch.float32).clone().contiguous()
+                self.items_t = items.detach().to("cpu", torch.float32).T.contiguous()
+            elif run.n_users * run.n_items <= scores_limit:
+                self.scores = torch.cat([model.score_users(torch.arange(lo, min(lo + 256, run.n_users))).to("cpu", torch.float32)
+                                         for lo in range(0, run.n_users, 256)]).contiguous()
+        genres = run.item_genres or [[] for _ in range(run.n_items)]
+        self.items = [(int(run.item_ids[i]), run.titles().label(i), list(genres[i] or [])) for i in range(run.n_items)]
+        self.profiles: dict[int, list] = {}
+
+    def seen(self, u: int) -> np.ndarray:
+        return self.indices[self.indptr[u]:self.indptr[u + 1]]
+
+    def top(self, u: int, k: int):
+        """``(items, scores)`` lists of user ``u``'s top ``k`` unseen items, or ``None`` when nothing
+        is precomputed for this model."""
+        if self.users is None and self.scores is None:
+            return None
+        with torch.inference_mode():
+            scores = self.users[u] @ self.items_t if self.users is not None else self.scores[u].clone()
+            scores.index_fill_(0, self.indices_t[self.indptr[u]:self.indptr[u + 1]], -math.inf)
+            values, indices = torch.topk(scores, min(k, self.n_items))
+        return indices.tolist(), values.tolist()
+
+
+def _rows(run: Run, items, scores) -> list[dict]:
+    """The ``recommendations`` of a result: ``{"rank", "item_id", "title", "genres", "score"}`` per
+    finite score, in order (``items``/``scores``: item indices and their scores, lists or arrays)."""
+    prepared = run.prepared
     out = []
+    if not isinstance(items, list):  # arrays or tensors: Python ints and floats
+        items, scores = np.asarray(items).tolist(), np.asarray(scores).tolist()
     for rank, (i, s) in enumerate(zip(items, scores), start=1):
-        if not np.isfinite(s):
+        if not math.isfinite(s):
             break  # fewer unseen items than k
-        i = int(i)
-        out.append({
-            "rank": rank,
-            "item_id": int(run.item_ids[i]),
-            "title": run.titles().label(i),
-            "genres": run.item_genres[i] if run.item_genres else [],
-            "score": float(s),
-        })
+        if prepared is not None:
+            item_id, title, genres = prepared.items[i]
+        else:
+            item_id, title = int(run.item_ids[i]), run.titles().label(i)
+            genres = list(run.item_genres[i] or []) if run.item_genres else []
+        out.append({"rank": rank, "item_id": item_id, "title": title, "genres": genres, "score": float(s)})
     return out
+
+
+def seen_items(run: Run, u: int) -> np.ndarray:
+    """Indices of every item user ``u`` interacted with (any rating)."""
+    if run.prepared is not None:
+        return run.prepared.seen(u)
+    seen = run.matrices["seen"]
+    return seen.indices[seen.indptr[u]:seen.indptr[u + 1]]
+
+
+def user_profile(run: Run, u: int) -> list[dict]:
+    """:func:`genre_profile` of user ``u``'s seen items (kept per user once the run is prepared)."""
+    prepared = run.prepared
+    if prepared is None:
+        return genre_profile(run, seen_items(run, u))
+    prof = prepared.profiles.get(u)
+    if prof is None:
+        prof = prepared.profiles[u] = genre_profile(run, prepared.seen(u))
+    return prof
 
 
 def recommend_for_user(run: Run, raw_user: str | int, k: int = 10, index=None) -> dict:
     """Top ``k`` items the user has not interacted with (any rating), by the run's model; with an
     ``index`` (:func:`whyrec.serve.index.item_index`, ``--index faiss``) searched there instead of
-    scoring every item."""
+    scoring every item. ``{"user", "k", "recommendations", "n_seen", "profile"}`` (``n_seen``: the
+    items excluded; ``profile``: their genres, :func:`genre_profile`). A prepared run
+    (:meth:`whyrec.run.Run.prepare`) answers from its precomputed tables, with the same result."""
     u = run.user_index(raw_user)
-    with torch.no_grad():
-        if index is not None:
-            users, _ = run.model.embeddings()
-            seen = run.matrices["seen"]
-            found, values = index.search(users[u].detach().float().cpu().numpy(), k,
-                                         [seen.indices[seen.indptr[u]:seen.indptr[u + 1]]])
-            return {"user": int(run.user_ids[u]), "k": k, "recommendations": _rows(run, found[0], values[0])}
-        items, scores = top_k_items(run.model.score_users, run.matrices["seen"], k, [u])
-    return {"user": int(run.user_ids[u]), "k": k, "recommendations": _rows(run, items[0], scores[0])}
+    seen, prepared = seen_items(run, u), run.prepared
+    found = prepared.top(u, k) if prepared is not None and index is None else None
+    if found is None:
+        with torch.no_grad():
+            if index is not None:
+                vector = (prepared.users[u] if prepared is not None and prepared.users is not None
+                          else run.model.embeddings()[0][u])
+                found, values = index.search(vector.detach().float().cpu().numpy(), k, [seen])
+                found = (found[0], values[0])
+            else:
+                items, scores = top_k_items(run.model.score_users, run.matrices["seen"], k, [u])
+                found = (items[0], scores[0])
+    return {"user": int(run.user_ids[u]), "k": k, "recommendations": _rows(run, *found), "n_seen": int(len(seen)),
+            "profile": user_profile(run, u)}
 
 
 def top_item(run: Run, user_idx: int) -> int:
@@ -86,8 +170,10 @@ def resolve_items(run: Run, liked: list[str]) -> list[int]:
 
 def supports_new_users(model) -> bool:
     """Whether a new user can be scored without retraining: folded into a LightGCN-type model
-    (``fold_in``), or scored exactly as a new interaction row by a graph filter (``score_items``)."""
-    return can(model, FOLD_IN) or can(model, NEW_ROW)
+    (``fold_in``), scored exactly as a new interaction row by a graph filter (``score_items``), or
+    re-scored from the liked items as a history by a model that re-encodes one (``score_histories``
+    with no user: the resolved model, NMF)."""
+    return can(model, FOLD_IN) or can(model, NEW_ROW) or can(model, RESCORE)
 
 
 def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) -> dict:
@@ -97,24 +183,33 @@ def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) 
     (:meth:`whyrec.models.LightGCN.fold_in`). Graph filters (:class:`whyrec.models.spectral.
     LinearFilter`) score the liked items as a new interaction row, exactly, and each
     recommendation carries ``because``: every liked item's exact contribution to its score
-    (they sum to the score). The liked items themselves are excluded. With an ``index``
+    (they sum to the score). Models that re-encode a history (the resolved model, its VAE special
+    case, NMF: :data:`~whyrec.models.base.RESCORE`) score the liked items as one, with no user term
+    of the training set. The liked items themselves are excluded. With an ``index``
     (``--index faiss``) a folded-in user's vector is searched there instead of scoring every item.
+    ``{"liked", "liked_ids", "k", "recommendations", "notes", "profile"}`` (``notes``: liked
+    entries that resolved to the same item; ``profile``: the liked items' genres).
     """
     model = run.model
     if not supports_new_users(model):
-        raise ValueError("a new user can be folded in only into a LightGCN run, or scored as a new row by a graph "
-                         f"filter (gf-cf, bspm, cheby-cf); this run is {run.config['model']}")
+        raise ValueError("a new user can be folded in only into a LightGCN run, scored as a new row by a graph "
+                         "filter (gf-cf, bspm, cheby-cf) or re-encoded from a history (resolved, vae, nmf); this run "
+                         f"is {run.config['model']}")
     items = resolve_items(run, liked)
     with torch.no_grad():
-        if index is not None and not can(model, NEW_ROW):
+        if index is not None and can(model, FOLD_IN) and not can(model, NEW_ROW):
             vector = model.fold_in(torch.tensor(items)).detach().float().cpu().numpy()
             found, values = index.search(vector, k, [np.asarray(items, np.int64)])
             values, indices = torch.from_numpy(values[0]), torch.from_numpy(found[0])
         else:
             if can(model, NEW_ROW):
                 scores = model.score_items(items).clone()
-            else:
+            elif can(model, FOLD_IN):
                 scores = model.score_vectors(model.fold_in(torch.tensor(items)).unsqueeze(0))[0]
+            else:  # RESCORE: the liked items as a history, no user of the training set
+                row = sp.csr_matrix((np.ones(len(items), np.float32), (np.zeros(len(items), np.int64), items)),
+                                    shape=(1, run.n_items))
+                scores = model.score_histories(row, None)[0].float().clone()
             scores[torch.as_tensor(items, device=scores.device)] = -torch.inf
             top = torch.topk(scores, min(k, run.n_items))
             values, indices = top.values.cpu(), top.indices.cpu()  # the model's device -> numpy
@@ -125,6 +220,8 @@ def recommend_for_new_user(run: Run, liked: list[str], k: int = 10, index=None) 
         "liked_ids": [int(run.item_ids[i]) for i in items],
         "k": k,
         "recommendations": rows,
+        "notes": run.titles().duplicates(liked),  # liked entries that name the same item (counted once)
+        "profile": genre_profile(run, items),
     }
 
 

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +144,7 @@ def atomic_path(path: str | Path):
 def build_model(name: str, n_users: int, n_items: int, train: sp.csr_matrix, model_config: dict,
                 extras: dict | None = None):
     """Instantiate a model by its ``--model`` name through its recipe."""
-    from .train.recipes import ModelInputs, get_recipe
+    from .recipes import ModelInputs, get_recipe
 
     return get_recipe(name).build(ModelInputs(n_users, n_items, train, dict(extras or {})), model_config)
 
@@ -181,6 +181,8 @@ class Run(UserItemIds):
     extras: dict
     #: ``(n_users, n_items)`` CSR of every interaction's rating / weight (not only positives)
     ratings: sp.csr_matrix
+    #: :class:`whyrec.recommend.Prepared` once :meth:`prepare` ran (``None``: every request computes)
+    prepared: object = field(default=None, init=False, repr=False, compare=False)
 
     def user_index(self, raw: str | int) -> int:
         """Index of a raw user id; :class:`KeyError` naming the run's id range if unknown."""
@@ -271,6 +273,28 @@ class Run(UserItemIds):
             return Recommendations(recommend_for_user(self, user, int(k), index=index))
         return Recommendations(recommend_for_new_user(self, [str(x) for x in liked], int(k), index=index))
 
+    def prepare(self, scores_limit: int | None = None) -> "Run":
+        """Precompute what repeated requests share (:class:`whyrec.recommend.Prepared`: a dot-product
+        model's two embedding tables, or every user's scores up to ``scores_limit`` entries; the seen
+        items; every item's title and genres; the title-search index; each available explainer's
+        per-run work, its module's ``prepare(run)``), so that each later :meth:`recommend` for a known
+        user is one product and a topk, with the same result. For a frozen model (the service calls it
+        at start-up); call it again after changing the model."""
+        from .explain import available_methods, explanation_module
+        from .recommend import PRECOMPUTED_SCORES_LIMIT, Prepared
+
+        self.prepared = None
+        self.prepared = Prepared(self, PRECOMPUTED_SCORES_LIMIT if scores_limit is None else int(scores_limit))
+        self.search("")  # builds the title-search index
+        for method in available_methods(self):
+            prepare = getattr(explanation_module(self, method), "prepare", None)  # optional in a method module
+            if prepare is not None:
+                try:
+                    prepare(self)
+                except ValueError:  # e.g. concepts on a dataset without genres: explaining says why
+                    pass
+        return self
+
     def search(self, query: str, limit: int = 10) -> list[dict]:
         """Items whose title (or raw id) matches ``query``, prefix matches first, most interacted-with
         first: ``[{"item_id", "title", "genres", "n_interactions"}]`` (:func:`whyrec.recommend.search_items`)."""
@@ -281,14 +305,12 @@ class Run(UserItemIds):
     def profile(self, user=None, liked=None) -> list[dict]:
         """The genre profile of a known ``user``'s interactions (raw id), or of the items a new user
         ``liked`` (titles or raw ids): ``[{"genre", "count", "share"}]``, most frequent first."""
-        from .recommend import genre_profile, resolve_items
+        from .recommend import genre_profile, resolve_items, user_profile
 
         if (user is None) == (not liked):
             raise ValueError("give either user= (a raw id) or liked= (a list of items)")
         if user is not None:
-            seen = self.matrices["seen"]
-            u = self.user_index(user)
-            return genre_profile(self, seen.indices[seen.indptr[u]:seen.indptr[u + 1]])
+            return user_profile(self, self.user_index(user))
         return genre_profile(self, resolve_items(self, [str(x) for x in liked]))
 
     def explain(self, user, item=None, method: str = "history", **options):
@@ -400,7 +422,7 @@ def verify_run(path: Path) -> dict:
         if _sha256(path / name) != manifest[name]:
             raise RunError(f"{path / name} was modified after the run was written (checksum mismatch)")
     config = json.loads((path / "config.json").read_text())
-    from .train.recipes import recipes
+    from .recipes import recipes
 
     if config.get("whyrec_run") != 1 or config.get("model") not in recipes():
         raise RunError(f"{path / 'config.json'}: not a whyrec run config")

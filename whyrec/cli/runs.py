@@ -28,7 +28,7 @@ def parse_opts(values: list[str] | None) -> dict:
 @app.command()
 def models() -> None:
     """List the models `whyrec train --model` accepts."""
-    from ..train.recipes import recipes
+    from ..recipes import recipes
 
     for name, recipe in recipes().items():
         methods = f"  (explain: {', '.join(recipe.explain_methods)})" if recipe.explain_methods else ""
@@ -193,8 +193,7 @@ def recommend(
     check_index_kind(index)
     run = load_run(run_dir, device=device)
     result = run.recommend(user=user, liked=liked, k=min(k, run.n_items), index=item_index(run, index)).to_dict()
-    if liked:
-        echo_notes(run.titles().duplicates(liked))
+    echo_notes(result.get("notes", []))  # a new user's liked entries that name the same item
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -194,7 +194,7 @@ class MethodUnavailable(ValueError):
 def supported_methods(run) -> tuple[str, ...]:
     """The explanation methods the run's model supports: its recipe's, in that order, whose explainer's
     capability needs the model meets."""
-    from ..train.recipes import get_recipe
+    from ..recipes import get_recipe
 
     return tuple(m for m in get_recipe(run.config["model"]).explain_methods
                  if m in EXPLAINERS and EXPLAINERS[m].supports(run.model))

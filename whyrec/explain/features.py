@@ -126,7 +126,7 @@ class FeatureIG:
             return cached
         model = run.model
         if not can(model, FEATURES):
-            from ..train.recipes import get_recipe
+            from ..recipes import get_recipe
 
             name = run.config.get("model")
             methods = ", ".join(get_recipe(name).explain_methods) if name else ""

@@ -69,14 +69,14 @@ class HistoryContext:
     ``(N, d)`` layer-0 rows, ``alphas``, ``n_users``."""
 
     def __init__(self, model):
-        if not can(model, GRAPH) or getattr(model, "adj", None) is None:  # LightGCN-type, its graph set
+        if not can(model, GRAPH) or model.adj is None:  # LightGCN-type (GRAPH: it has .adj), its graph set
             raise ValueError(f"history attribution needs a LightGCN-type model (a graph and layer-0 embeddings); "
                              f"{type(model).__name__} has none")
         self.model = model
         self.version = model.weights_version()
         self.adj = model.adj.to("cpu", torch.float64)
         with torch.no_grad():
-            self.emb0 = model._emb0().detach().to("cpu", torch.float64)
+            self.emb0 = torch.cat(model.layer0(), 0).detach().to("cpu", torch.float64)
         self.alphas = [float(a) for a in model.alphas]
         self.n_layers = int(model.n_layers)
         self.n_users = int(model.n_users)

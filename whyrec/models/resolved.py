@@ -80,7 +80,7 @@ class ResolvedConfig:
     epochs over which it grows linearly from 0 (KL annealing as in Mult-VAE; the seed does not
     say). The optimisation settings (Table 1: lr 2e-4, l2 1e-8, 128 users a batch, 100 epochs,
     evaluation every 5) are a :class:`~whyrec.train.loop.TrainConfig`'s
-    (:mod:`whyrec.train.recipes.resolved`).
+    (:mod:`whyrec.recipes.resolved`).
     ``input_dropout``: during training each history item is left out of the *encoder's*
     input with this probability (the reconstruction target stays the full history;
     Mult-VAE's denoising; not in the seed). ``first_term``: keep eq. 13's first (plain CF)

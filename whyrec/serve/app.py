@@ -44,10 +44,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from ..recommend import genre_profile
-from ..models.base import DOT, can
-from . import (MethodUnavailable, UnsupportedMethod, available_methods, explainer_for, explanation_module,
-               supported_methods)
+from ..recommend import PRECOMPUTED_SCORES_LIMIT, recommend_for_user, supports_new_users
+from . import MethodUnavailable, UnsupportedMethod, available_methods, explainer_for, supported_methods
 
 try:  # orjson is optional: several times faster than json for the response bodies
     import orjson
@@ -303,11 +301,6 @@ class Error(BaseModel):
     detail: str
 
 
-#: models without an embedding space get every user's scores precomputed up to this many entries
-#: (float32: 256 MB); beyond it each request runs the model
-PRECOMPUTED_SCORES_LIMIT = 64_000_000
-
-
 def _errors(*codes: int) -> dict:
     return {c: {"model": Error} for c in codes}
 
@@ -325,36 +318,12 @@ class Service:
         self.index_kind = check_index_kind(index)
 
         self.run = run
-        model = run.model
-        self.n_items = run.n_items
-        seen = run.matrices["seen"].tocsr()
-        self.seen_indptr = seen.indptr.astype(np.int64)
-        self.seen_indices = seen.indices.astype(np.int64)
-        self.seen_t = torch.from_numpy(self.seen_indices)
-        self.U = self.IT = self.S = None
-        # computed on the model's device (``serve --device``), kept in host memory: a request is one
-        # (d,) x (d, n_items) product or a row, a masked topk and a few numpy calls
-        if can(model, DOT):  # score = e_u · e_i: precompute both
-            with torch.inference_mode():
-                users, items = model.embeddings()
-                self.U = users.detach().to("cpu", torch.float32).clone().contiguous()
-                self.IT = items.detach().to("cpu", torch.float32).T.contiguous()
-        elif run.n_users * run.n_items <= PRECOMPUTED_SCORES_LIMIT:
-            # any other model (a VAE re-encoding the user, KGCN, popularity): a trained model is frozen,
-            # so every user's scores are computed once here, batched, and a request is a masked topk
-            with torch.inference_mode():
-                self.S = torch.cat([model.score_users(torch.arange(lo, min(lo + 256, run.n_users))).to("cpu", torch.float32)
-                                    for lo in range(0, run.n_users, 256)]).contiguous()
+        # every user's ranking tables, titles and genres and the explainers' per-run work, once, before
+        # any request (Run.prepare): a request is a masked topk; a model too large to precompute is run
+        run.prepare(scores_limit=PRECOMPUTED_SCORES_LIMIT)
         #: ``--index faiss``: an approximate inner-product index over the item vectors (None: exact)
         self.ann = item_index(run, index) if index != "exact" else None
-        from ..recommend import supports_new_users
-
-        self.new_users = supports_new_users(model)
-        self._profiles: dict[int, list] = {}
-        genres = run.item_genres or [[] for _ in range(run.n_items)]
-        self.item_meta = [(int(run.item_ids[i]), run.titles().label(i), list(genres[i] or []))
-                          for i in range(run.n_items)]
-        run.search("")  # builds the run's title-search index once, before any request
+        self.new_users = supports_new_users(run.model)
 
         #: explanations are computed by this many worker threads, in arrival order (FIFO)
         self.explain_workers = int(explain_concurrency or min(2, os.cpu_count() or 1))
@@ -363,61 +332,17 @@ class Service:
         self.cache_lock = threading.Lock()
         self.explain_cache: OrderedDict = OrderedDict()
         self.explain_cache_size = int(explain_cache)
-        for method in available_methods(run):  # per-run work of the explainers, once, before any request
-            prepare = getattr(explanation_module(run, method), "prepare", None)
-            if prepare is not None:
-                try:
-                    prepare(run)
-                except ValueError:  # e.g. concepts on a dataset without genres: the request says why (400)
-                    pass
 
-    # -- recommendations ---------------------------------------------------------------------- #
-    def user_profile(self, u: int) -> list[dict]:
-        """:meth:`whyrec.run.Run.profile` of user ``u`` (computed once per user, then kept)."""
-        prof = self._profiles.get(u)
-        if prof is None:
-            prof = self._profiles[u] = genre_profile(self.run, self.seen_indices[self.seen_indptr[u]:self.seen_indptr[u + 1]])
-        return prof
-
+    # -- recommendations: the library's, as they are ------------------------------------------ #
     def recommend_user(self, raw_user: str, k: int) -> dict:
-        """Same result as :func:`whyrec.recommend.recommend_for_user` (plus the user's genre profile), from
-        the precomputed embeddings: one ``(d,) x (d, n_items)`` product, the seen items masked, a topk."""
-        from ..recommend import recommend_for_user
-
-        run = self.run
-        u = run.user_index(raw_user)
-        lo, hi = self.seen_indptr[u], self.seen_indptr[u + 1]
-        if self.U is None and self.S is None:  # too large to precompute: the model's own scorer
-            out = recommend_for_user(run, raw_user, k)
-        else:
-            if self.ann is not None:  # --index faiss: the seen items are excluded inside the search
-                found, found_scores = self.ann.search(self.U[u].numpy(), k, [self.seen_indices[lo:hi]])
-                indices, values = found[0], found_scores[0]
-            else:
-                with torch.inference_mode():
-                    scores = self.U[u] @ self.IT if self.U is not None else self.S[u].clone()
-                    scores.index_fill_(0, self.seen_t[lo:hi], -math.inf)
-                    values, indices = torch.topk(scores, min(k, self.n_items))
-            meta = self.item_meta
-            recs = []
-            for rank, (i, v) in enumerate(zip(indices.tolist(), values.tolist()), start=1):
-                if v == -math.inf:
-                    break  # fewer unseen items than k
-                item_id, title, genres = meta[i]
-                recs.append({"rank": rank, "item_id": item_id, "title": title, "genres": genres, "score": v})
-            out = {"user": int(run.user_ids[u]), "k": k, "recommendations": recs}
-        out["n_seen"] = int(hi - lo)
-        out["profile"] = self.user_profile(u)
-        return out
+        """:func:`whyrec.recommend.recommend_for_user` (what ``Run.recommend(user=…)`` and ``whyrec
+        recommend --json`` give), from the run's precomputed tables."""
+        return recommend_for_user(self.run, raw_user, k, index=self.ann)
 
     def recommend_new(self, liked: list, k: int) -> dict:
         """:meth:`whyrec.run.Run.recommend` for a new user (with ``because`` where the model decomposes
-        the score), plus notes on liked items that resolved to the same item and their genre profile."""
-        liked = [str(x) for x in liked]
-        out = self.run.recommend(liked=liked, k=k, index=self.ann).to_dict()
-        out["notes"] = self.run.titles().duplicates(liked)
-        out["profile"] = self.run.profile(liked=liked)
-        return out
+        the score, notes on liked items that resolved to the same item and their genre profile)."""
+        return self.run.recommend(liked=[str(x) for x in liked], k=k, index=self.ann).to_dict()
 
     # -- items -------------------------------------------------------------------------------- #
     def search(self, q: str, limit: int) -> list[dict]:

@@ -52,7 +52,7 @@ class TrainConfig:
     Defaults: whyrec's fast BPR schedule (lr 5e-3, at most 150 epochs, evaluation every 10 with
     patience 5: about 15 s for LightGCN on ML-100K, within 0.01 Recall@20 of its best); the
     LightGCN paper's (1000 epochs, lr 1e-3, evaluation every 20) is ``whyrec train --preset paper``.
-    Each recipe states its own deviations (:attr:`whyrec.train.recipes.Recipe.train_defaults`).
+    Each recipe states its own deviations (:attr:`whyrec.recipes.Recipe.train_defaults`).
 
     ``eval_every``: evaluate on the validation matrix every that many epochs (and after the last
     one); ``patience``: stop after that many evaluations without improvement of ``monitor``

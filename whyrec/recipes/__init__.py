@@ -1,10 +1,12 @@
-"""Recipes: how each ``--model NAME`` is built, what it needs saved, and how it is trained.
+"""The model registry: how each ``--model NAME`` is built, what it needs saved, and how it is trained.
 
 A recipe is the wiring between a dataset, a model class and a training
-procedure, so that ``whyrec train``, :func:`whyrec.run.load_run` and the
-service treat every model the same way.  Every module of this package defines
-``RECIPE``; they are discovered automatically, so adding a model means adding
-one file here.
+procedure, so that :func:`whyrec.fit`, ``whyrec train``, :func:`whyrec.run.load_run`, the
+explainers and the service treat every model the same way. It sits at the package top, above
+``models/`` and ``train/`` (which it wires) and below ``pipeline``, ``run`` and ``explain`` (which
+look models up here); ``whyrec.MODELS`` and :func:`whyrec.available_models` are its public face.
+Every module of this package but ``filters.py`` (the graph filters' shared recipe maker) defines
+``RECIPE``; they are discovered automatically, so adding a model means adding one file here.
 
 ``extras(data, train_index) -> dict[str, np.ndarray]`` returns the arrays a
 model needs beyond the training matrix (side features, KG triples); they are
@@ -71,7 +73,7 @@ class Recipe:
     final_config: Optional[Callable] = None
 
     def __post_init__(self) -> None:
-        from ..loop import TrainConfig  # a recipe's training settings are checked when it is made
+        from ..train.loop import TrainConfig  # a recipe's training settings are checked when it is made
 
         for chosen in (None, *self.presets):
             TrainConfig(**{**self.train_defaults, **self.preset(chosen)["train"]})

@@ -18,9 +18,9 @@ import time
 import typing
 
 from ..evaluate.ranking import evaluate_ranking
-from .loop import History
-from .recipes import COMMON_OPTIONS, Recipe, check_options
-from .select import select_config
+from ..train.loop import History
+from . import COMMON_OPTIONS, Recipe, check_options
+from ..train.select import select_config
 
 __all__ = ["filter_recipe", "SELECT_OPTIONS"]
 

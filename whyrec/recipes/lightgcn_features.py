@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...models.lightgcn_features import LightGCNFeatures, LightGCNFeaturesConfig, parse_features
+from ..models.lightgcn_features import LightGCNFeatures, LightGCNFeaturesConfig, parse_features
 from . import PAPER_BPR, Recipe, check_options
 
 _KNOWN = {"dim", "layers", "features", "loss", "bce_negatives", "proj_init_std"}
@@ -71,7 +71,7 @@ def build(inputs, config: dict) -> LightGCNFeatures:
 def objective(inputs, config: dict):
     """BPR, or with ``loss=bce`` the seed's BCE over the observed ratings."""
     if config.get("loss", "bpr") == "bce":
-        from ..bce import BCE
+        from ..train.bce import BCE
 
         return BCE(inputs.extras.get("bce_zero_users"), inputs.extras.get("bce_zero_items"),
                    negatives=int(config.get("bce_negatives", 1)))

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...models.kgcn import AGGREGATORS, KGCN, KGCNConfig
-from ..bce import BCE
+from ..models.kgcn import AGGREGATORS, KGCN, KGCNConfig
+from ..train.bce import BCE
 from . import Recipe, check_options
 
 #: the paper's Last.fm settings for the generic training flags (TrainConfig field -> value)

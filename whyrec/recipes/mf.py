@@ -1,7 +1,7 @@
 """``--model mf``: matrix factorization trained with BPR (Rendle et al., 2009).
 ``--opt init_std=S``: std of the embeddings' normal initialisation (default 0.1)."""
 
-from ...models import MF, MFConfig
+from ..models import MF, MFConfig
 from . import PAPER_BPR, Recipe, init_std_option
 
 RECIPE = Recipe(

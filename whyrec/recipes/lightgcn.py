@@ -5,12 +5,12 @@ authors' PyTorch port; their TensorFlow original uses Xavier, std ≈ 0.008 on G
 (:mod:`whyrec.models.lightgcn_history`: no free user term in the score, so history explanations are exact
 counterfactuals); ``free`` (the default) is LightGCN's own."""
 
-from ...models import LightGCN, LightGCNConfig
+from ..models import LightGCN, LightGCNConfig
 from . import PAPER_BPR, Recipe, check_options, init_std_option
 
 
 def build(inputs, config: dict) -> LightGCN:
-    from ...models.lightgcn_history import LightGCNHistory
+    from ..models.lightgcn_history import LightGCNHistory
 
     config = dict(config)
     cls = LightGCNHistory if config.pop("user_repr", "free") == "history" else LightGCN
@@ -18,7 +18,7 @@ def build(inputs, config: dict) -> LightGCN:
 
 
 def model_config(o: dict) -> dict:
-    from ...models.lightgcn_history import USER_REPRS
+    from ..models.lightgcn_history import USER_REPRS
 
     check_options("lightgcn", o, {"init_std", "user_repr"}, "init_std and user_repr")
     out = {"dim": o["dim"], "n_layers": o["layers"], **init_std_option("lightgcn", {k: v for k, v in o.items()

@@ -16,9 +16,9 @@ and tags for MovieLens; Gowalla has none and is refused).
 
 from __future__ import annotations
 
-from ...data.entities import entity_arrays, entity_graph_from_arrays
-from ...models.resolved import Resolved, ResolvedConfig
-from ..elbo import ELBO, EVAL_KS, MONITOR
+from ..data.entities import entity_arrays, entity_graph_from_arrays
+from ..models.resolved import Resolved, ResolvedConfig
+from ..train.elbo import ELBO, EVAL_KS, MONITOR
 from . import Recipe, check_options
 
 #: option name -> ResolvedConfig field

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from ...models.nmf import NMFConfig, NMFRecommender
-from ..loop import History, _default_evaluate, _run_eval
+from ..models.nmf import NMFConfig, NMFRecommender
+from ..train.loop import History, _default_evaluate, _run_eval
 from . import Recipe, check_options
 
 _KEYS = {"k": "n_components", "n_components": "n_components", "alpha": "alpha", "l1_ratio": "l1_ratio",

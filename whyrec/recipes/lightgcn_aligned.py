@@ -7,8 +7,8 @@ CAV re-fits, default 1); they are saved in the run's model config. Needs a datas
 (MovieLens).
 """
 
-from ..alignment import DEFAULT_ALIGN_REFIT, DEFAULT_ALIGN_WEIGHT, Alignment, alignment_extras
-from ...models import LightGCN, LightGCNConfig
+from ..train.alignment import DEFAULT_ALIGN_REFIT, DEFAULT_ALIGN_WEIGHT, Alignment, alignment_extras
+from ..models import LightGCN, LightGCNConfig
 from . import PAPER_BPR, Recipe, check_options
 
 _ALIGN = ("align_weight", "align_refit")

@@ -1,6 +1,6 @@
 """``--model pop``: most-popular baseline (training degree of each item)."""
 
-from ...models import Popularity
+from ..models import Popularity
 from . import Recipe, check_options
 
 RECIPE = Recipe(
