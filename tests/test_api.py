@@ -133,7 +133,8 @@ def test_resolved_on_lastfm_in_memory(lastfm, tmp_path):
     """The seed-002 model through the same five lines: trained in memory (a short schedule, 10 of its
     documented 60 epochs, which reach Recall@10 0.216, docs/resolved.md) and above popularity on the
     same split, ten unseen artists with names, a new user's list, its own (intrinsic) explanation
-    (not additive: the score is the log of a sum of exponentials), and save/load giving identical
+    (not additive: the score is the log of a sum of exponentials), an additive one (Shapley values of the
+    history, summing to the score minus the no-history score), and save/load giving identical
     recommendations."""
     run = whyrec.fit(lastfm, model="resolved", seed=0, epochs=10, eval_every=10, progress=False)  # ~1 min
     metrics = run.evaluate(k=[10, 20])
@@ -153,6 +154,11 @@ def test_resolved_on_lastfm_in_memory(lastfm, tmp_path):
     assert why.method == "intrinsic" and why.item == recs[0].item and why.contributions
     history = set(run.item_ids[run.matrices["train"][run.user_index(user)].indices].tolist())
     assert {c.id for c in why.contributions if c.kind == "history item"} <= history
+    # an additive explanation: Shapley values of the history over the score without any history
+    shap = run.explain(user=user, item=recs[0].item, method="shapley", top=100, samples=4)
+    assert shap.additive and shap.score == pytest.approx(recs[0].score, rel=1e-5)
+    assert sum(c.value for c in shap.contributions) == pytest.approx(shap.score - shap.baseline, abs=1e-4)
+    assert {c.id for c in shap.contributions if c.id is not None} <= history
     run.save(tmp_path / "lastfm")
     again = whyrec.load(tmp_path / "lastfm")
     back = again.recommend(user=user, k=10)

@@ -35,6 +35,10 @@ def explain(
     max_size: Optional[int] = typer.Option(
         None, "--max-size", min=1, help="counterfactual: the largest removal set searched (default 20)."),
     beam: Optional[int] = typer.Option(None, "--beam", min=1, help="counterfactual: beam width (default 1: greedy)."),
+    samples: Optional[int] = typer.Option(
+        None, "--samples", min=1, max=10_000,
+        help="shapley: random orders averaged for a history longer than 6 items (default 16; shorter: exact)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="shapley: the seed of the random orders (default 0)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Write a figure (PNG/SVG/PDF) here."),
     device: str = device_option(),
@@ -46,7 +50,7 @@ def explain(
     if method not in EXPLAINERS:  # before any work: a typo is not a question for the run
         raise ValueError(f"unknown --method {method!r}; known methods: {', '.join(METHODS)}")
     options = EXPLAINERS[method].check_options(dict(
-        steps=steps, baseline=baseline, top=top, genre=genre, k=k, max_size=max_size, beam=beam,
+        steps=steps, baseline=baseline, top=top, genre=genre, k=k, max_size=max_size, beam=beam, samples=samples, seed=seed,
         compare_items=compare_items or None))  # an option of another method: an error, before loading
     run = load_run(run_dir, device=device)
     ex = explainer_for(run, method, option="--method")

@@ -119,6 +119,8 @@ EXPLAINERS: dict[str, Explainer] = {e.name: e for e in (
     Explainer("paths", _F + "paths", (), ranks_history=True),  # post-hoc path weights (stands in for SEP)
     Explainer("counterfactual", _F + "counterfactual", ("RESCORE", "GRAPH"), ("k", "max_size", "beam", "pool"),
               ranks_history=True),  # the smallest history set whose removal drops the item
+    Explainer("shapley", _F + "shapley", ("RESCORE",), ("samples", "seed"),
+              ranks_history=True),  # Shapley values of the history items, exact re-scorings (additive)
 )}
 #: method name -> module implementing it
 METHODS: dict[str, str] = {name: e.module for name, e in EXPLAINERS.items()}

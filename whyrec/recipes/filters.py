@@ -111,5 +111,5 @@ def filter_recipe(name: str, model_cls, config_cls, grid: dict, description: str
         return dataclasses.asdict(model.config)
 
     return Recipe(name=name, build=build, model_config=model_config, description=description, fit=fit,
-                  explain_methods=("history", "concepts", "counterfactual"), final_config=final_config,
+                  explain_methods=("history", "concepts", "counterfactual", "shapley"), final_config=final_config,
                   model_defaults={"dim": None, "layers": None})

@@ -36,6 +36,6 @@ RECIPE = Recipe(
     build=build,
     model_config=model_config,
     description="LightGCN: normalized propagation, layer averaging, BPR (--opt user_repr=history: history only)",
-    explain_methods=("history", "concepts", "counterfactual"),
+    explain_methods=("history", "concepts", "counterfactual", "shapley"),
     presets=PAPER_BPR,
 )

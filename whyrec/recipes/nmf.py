@@ -40,5 +40,5 @@ RECIPE = Recipe(
     model_config=model_config,
     description="non-negative matrix factorization (scikit-learn), seed 002's NMF baseline",
     fit=fit,
-    explain_methods=("counterfactual",),
+    explain_methods=("counterfactual", "shapley"),
 )

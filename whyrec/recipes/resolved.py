@@ -78,5 +78,5 @@ RECIPE = Recipe(
     summary=summary,
     description="seed 002: factorized graph VAE over users, items, KG entities (ELBO); --opt D=16 C=4 gamma=0.1",
     extras=extras,
-    explain_methods=("intrinsic", "paths", "counterfactual"),
+    explain_methods=("intrinsic", "paths", "counterfactual", "shapley"),
 )

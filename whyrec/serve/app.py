@@ -608,11 +608,13 @@ def create_app(run, *, max_body_bytes: int = DEFAULT_MAX_BODY, explain_cache: in
                                                                "(default 1)"),
         max_size: Optional[int] = Query(None, ge=1, le=100, description="counterfactual: largest set searched"),
         beam: Optional[int] = Query(None, ge=1, le=16, description="counterfactual: beam width (1: greedy)"),
+        samples: Optional[int] = Query(None, ge=1, le=256, description="shapley: random orders averaged (default 16)"),
     ) -> Response:
         """Why the run's model recommends ``raw_item_id`` to ``raw_id``, as JSON ready to draw (the method
         module's own result)."""
         options = {"steps": steps, "baseline": baseline, "top": top, "genre": genre}
-        options.update({name: v for name, v in (("k", k), ("max_size", max_size), ("beam", beam)) if v is not None})
+        options.update({name: v for name, v in (("k", k), ("max_size", max_size), ("beam", beam),
+                                                           ("samples", samples)) if v is not None})
         try:
             body = await service.explain(method, raw_id, raw_item_id, options)
         except Overloaded as err:
