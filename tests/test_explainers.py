@@ -38,7 +38,7 @@ def test_every_recipe_method_meets_its_explainers_capability_needs():
 
         assert set(get_recipe(name).explain_methods) <= set(EXPLAINERS), name
     assert EXPLAINERS["intrinsic"].needs == ("INTRINSIC",) and EXPLAINERS["concepts"].needs == ()
-    assert {m for m, e in EXPLAINERS.items() if e.ranks_history} == {"history", "intrinsic", "paths", "counterfactual"}
+    assert {m for m, e in EXPLAINERS.items() if e.ranks_history} == {"history", "intrinsic", "paths", "counterfactual", "shapley"}
 
 
 def test_faithfulness_verdicts_follow_the_rule(monkeypatch):
@@ -168,7 +168,7 @@ def test_history_only_lightgcn_by_hand():
 def test_history_only_run_explains_exactly(history_run):
     run = history_run
     assert type(run.model) is LightGCNHistory and set(supported_methods(run)) == {"history", "concepts",
-                                                                                  "counterfactual"}
+                                                                                  "counterfactual", "shapley"}
     u = run.user_index("7")
     why = run.explain(user="7", method="history")
     assert why.extras["exact"] and why.baseline == 0.0 and why.extras["history_share"] == 1.0

@@ -117,7 +117,7 @@ def test_existing_user_explanations_render(page, base_url):
         assert section.get_attribute("data-ready") == "1"
         assert section.locator(".error").count() == 0
         # drawn from the result's "explanation" object: an explainer that ranks history items shows its verdict
-        ranks = method in ("history", "intrinsic", "paths", "counterfactual")
+        ranks = method in ("history", "intrinsic", "paths", "counterfactual", "shapley")
         assert section.locator(".faithfulness").count() == (1 if ranks else 0), method
     missing = set(health["explain_methods"]) - set(health["available_methods"])
     if missing:
