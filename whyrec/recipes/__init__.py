@@ -123,6 +123,15 @@ def init_std_option(model: str, options: dict) -> dict:
     return {"init_std": std}
 
 
+def settings_note(name: str, model_config, train_config, model_fields: dict, train_fields: dict) -> str:
+    """The one-line ``note:`` of the settings a run trains with: ``name: label=value ...``, the model's
+    (``model_fields``: label -> field of its config) then the trainer's (``train_fields``: label -> field
+    of :class:`~whyrec.train.loop.TrainConfig`)."""
+    parts = [f"{label}={getattr(model_config, f)}" for label, f in model_fields.items()]
+    parts += [f"{label}={getattr(train_config, f)}" for label, f in train_fields.items()]
+    return f"{name}: " + " ".join(parts)
+
+
 def _discover() -> dict[str, Recipe]:
     found: dict[str, Recipe] = {}
     for mod in pkgutil.iter_modules(__path__):

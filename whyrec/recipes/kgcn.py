@@ -25,7 +25,7 @@ import numpy as np
 
 from ..models.kgcn import AGGREGATORS, KGCN, KGCNConfig
 from ..train.bce import BCE
-from . import Recipe, check_options
+from . import Recipe, check_options, settings_note
 
 #: the paper's Last.fm settings for the generic training flags (TrainConfig field -> value)
 TRAIN_DEFAULTS = {"lr": 5e-4, "batch_size": 128, "reg": 1e-4, "epochs": 600, "eval_every": 20}
@@ -71,10 +71,9 @@ def build(inputs, config: dict) -> KGCN:
 
 
 def summary(model, config) -> str:
-    mc = model.config
-    return (f"kgcn: dim={mc.dim} n_neighbors={mc.n_neighbors} n_iter={mc.n_iter} aggregator={mc.aggregator} "
-            f"lr={config.lr} batch_size={config.batch_size} l2={config.reg} epochs={config.epochs} "
-            f"eval_every={config.eval_every}")
+    return settings_note("kgcn", model.config, config, {k: k for k in ("dim", "n_neighbors", "n_iter", "aggregator")},
+                         {"lr": "lr", "batch_size": "batch_size", "l2": "reg", "epochs": "epochs",
+                          "eval_every": "eval_every"})
 
 
 RECIPE = Recipe(

@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..data.entities import entity_arrays, entity_graph_from_arrays
 from ..models.resolved import Resolved, ResolvedConfig
 from ..train.elbo import ELBO, EVAL_KS, MONITOR
-from . import Recipe, check_options
+from . import Recipe, check_options, settings_note
 
 #: option name -> ResolvedConfig field
 _KEYS = {"D": "dim", "dim_segment": "dim", "C": "n_factors", "C1": "n_entity_factors", "C2": "n_item_factors",
@@ -60,10 +60,11 @@ def extras(data, train_index):
 
 
 def summary(model, config) -> str:
-    mc = model.config
-    return (f"{RECIPE.name}: D={mc.dim} C1={mc.c1} C2={mc.c2} gamma={mc.gamma} epochs={config.epochs} lr={config.lr} "
-            f"l2={config.reg} batch_users={config.batch_size} beta={mc.beta} anneal_epochs={mc.anneal_epochs} "
-            f"eval_every={config.eval_every}")
+    return settings_note(RECIPE.name, model.config, config,
+                         {"D": "dim", "C1": "c1", "C2": "c2", "gamma": "gamma", "beta": "beta",
+                          "anneal_epochs": "anneal_epochs"},
+                         {"epochs": "epochs", "lr": "lr", "l2": "reg", "batch_users": "batch_size",
+                          "eval_every": "eval_every"})
 
 
 RECIPE = Recipe(
