@@ -164,6 +164,246 @@ def run_cell(dataset: str, model: str, seed: int, work: Path, n_users: int = N_U
     return doc
 
 
+# ---------------------------------------------------------------------------------------------- #
+# pooling the cells: confidence intervals, the paired test, the verdict
+# ---------------------------------------------------------------------------------------------- #
+ALPHA = 0.05
+
+
+def mean_ci(values) -> dict:
+    """Mean of ``values`` with its 95 % Student-t interval (``sd`` with ddof 1; ``None`` bounds for n < 2)."""
+    from scipy.stats import t as student
+
+    x = np.asarray([v for v in values if v is not None], float)
+    n = len(x)
+    if n == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    if n < 2:
+        return {"mean": float(x[0]), "lo": None, "hi": None, "n": 1}
+    half = float(student.ppf(1 - ALPHA / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    return {"mean": float(x.mean()), "lo": float(x.mean() - half), "hi": float(x.mean() + half), "n": n}
+
+
+def spread(values) -> dict:
+    """The per-seed values, their standard deviation (ddof 1) and range."""
+    x = [float(v) for v in values if v is not None]
+    return {"per_seed": x, "std": float(np.std(x, ddof=1)) if len(x) > 1 else None,
+            "min": min(x) if x else None, "max": max(x) if x else None}
+
+
+def user_values(res: dict, max_remove: int) -> dict[str, list]:
+    """Per explained user of one explainer's result: the quantities the table pools."""
+    rows = res["per_user"]
+    m = max_remove - 1
+    return {"deletion_area": [x["deletion_area"] for x in rows],
+            "insertion_area": [x["insertion_area"] for x in rows],
+            "knockout1": [float(x["deletion_rank"][m] > 1) for x in rows],
+            "knockout10": [float(x["deletion_rank"][m] > 10) for x in rows],
+            "flipped1": [float(x["flip"]["1"] is not None) for x in rows],
+            "flip1_size": [x["flip"]["1"] for x in rows if x["flip"]["1"] is not None],
+            "set_size": [x["set_size"] for x in rows if x.get("set_size") is not None]}
+
+
+def _shift_at(res: dict, removed: int = 10):
+    """The recall shift and top-10 kept at ``removed`` removals (``None`` when not run)."""
+    for r in (res.get("shift") or {}).get("results", []):
+        if r["removed"] == removed:
+            return r["shift"], r["top10_kept"]
+    return None, None
+
+
+def summarize(cells: list[dict]) -> list[dict]:
+    """Pool the cells of each (dataset, model): per explainer the mean with a 95 % t-interval over the users of
+    every seed together (deletion / insertion area, knock-out@1 and @10 after M removals, share flipped out of
+    first place within ``--max-size`` removals in the explainer's order, the flip size, the counterfactual set
+    size), the spread of the per-seed means, the recall shift at 10 removals (a ratio of means: its interval is
+    over the seeds), the paired Wilcoxon test of the deletion areas against random's over all (seed, user) pairs
+    (:func:`whyrec.explain.faithfulness.paired_test`) with per-seed p-values and the mean difference's
+    interval, the verdict (:func:`verdict`) and the time per 200 users."""
+    from whyrec.explain.faithfulness import paired_test
+
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["dataset"], c["model"]), []).append(c)
+    out = []
+    for (dataset, model), cs in groups.items():
+        cs = sorted(cs, key=lambda c: c["seed"])
+        methods = [r["method"] for r in cs[0]["methods"]]
+        for method in methods:
+            per_seed, pooled_a, pooled_r, diffs, seeds_p = [], [], [], [], []
+            for c in cs:
+                res = next((r for r in c["methods"] if r["method"] == method), None)
+                rand = next((r for r in c["methods"] if r["method"] == "random"), None)
+                if res is None:
+                    continue
+                vals = user_values(res, c["max_remove"])
+                shift, kept = _shift_at(res)
+                per_seed.append({"seed": c["seed"], "vals": vals, "shift": shift, "top10_kept": kept,
+                                 "seconds": res.get("seconds"), "n_users": res["n_users"],
+                                 "load_average": res.get("load_average")})
+                if rand is not None and method != "random":
+                    tag = lambda r: [{**x, "user": (c["seed"], x["user"])} for x in r["per_user"]]  # noqa: E731
+                    pooled_a += tag(res)
+                    pooled_r += tag(rand)
+                    seeds_p.append(paired_test(res, rand)["p_value"])
+                    other = {(x["user"], x["item"]): x["deletion_area"] for x in rand["per_user"]}
+                    diffs += [x["deletion_area"] - other[(x["user"], x["item"])] for x in res["per_user"]
+                              if (x["user"], x["item"]) in other]
+            if not per_seed:
+                continue
+            row = {"dataset": dataset, "model": model, "method": method, "seeds": [p["seed"] for p in per_seed],
+                   "n_users": int(sum(p["n_users"] for p in per_seed)), "max_remove": cs[0]["max_remove"]}
+            for key in ("deletion_area", "insertion_area", "knockout1", "knockout10", "flipped1", "flip1_size",
+                        "set_size"):
+                pooled = [v for p in per_seed for v in p["vals"][key]]
+                if not pooled:
+                    continue
+                row[key] = {**mean_ci(pooled), "spread": spread([np.mean(p["vals"][key]) if p["vals"][key]
+                                                                 else None for p in per_seed])}
+                if key in ("flip1_size", "set_size"):
+                    row[key]["median"] = float(np.median(pooled))
+            for key in ("shift", "top10_kept"):
+                vals = [p[key] for p in per_seed if p[key] is not None]
+                if vals:
+                    row[key] = {**mean_ci(vals), "spread": spread(vals)}
+            secs = [p["seconds"] * 200 / p["n_users"] for p in per_seed if p["seconds"] is not None]
+            row["seconds_per_200_users"] = float(np.mean(secs)) if secs else None
+            row["load_average"] = [p["load_average"] for p in per_seed]
+            if method != "random" and pooled_a:
+                test = paired_test({"per_user": pooled_a}, {"per_user": pooled_r})
+                row["vs_random"] = {**test, "mean_difference": mean_ci(diffs), "per_seed_p": seeds_p}
+            row["verdict"] = verdict(row)
+            out.append(row)
+    return out
+
+
+def verdict(row: dict) -> str:
+    """``faithful``: the deletion area is significantly below random's (paired Wilcoxon over users, p < 0.05,
+    and a negative median difference); ``not faithful`` otherwise; ``worse than random``: significantly above;
+    ``baseline`` for random itself."""
+    if row["method"] == "random":
+        return "baseline"
+    test = row.get("vs_random") or {}
+    p, d = test.get("p_value"), test.get("median_difference")
+    if p is None or d is None:
+        return "not measured"
+    if p < ALPHA and d < 0:
+        return "faithful"
+    return "worse than random" if p < ALPHA and d > 0 else "not faithful"
+
+
+def _fmt(entry, nd: int = 3) -> str:
+    if not entry or entry.get("mean") is None:
+        return "–"
+    if entry.get("lo") is None:
+        return f"{entry['mean']:.{nd}f}"
+    return f"{entry['mean']:.{nd}f} [{entry['lo']:.{nd}f}, {entry['hi']:.{nd}f}]"
+
+
+def markdown(summary: list[dict]) -> str:
+    """The table of docs/explanations.md."""
+    head = ("| dataset | model | explainer | users (seeds) | deletion area [95 % CI] | seed spread (sd) | "
+            "vs random: median diff, Wilcoxon p | insertion area | knock-out@1 after M | knock-out@10 after M | "
+            "out of first place within 20: share, mean size | counterfactual set: mean, median | "
+            "recall shift at 10 [CI over seeds] | s / 200 users | verdict |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in summary:
+        vs = r.get("vs_random")
+        vs_s = f"{vs['median_difference']:+.3f}, p = {vs['p_value']:.1e}" if vs and vs["p_value"] is not None else "–"
+        sp = r["deletion_area"]["spread"]["std"]
+        fl = r.get("flip1_size")
+        ss = r.get("set_size")
+        secs = r["seconds_per_200_users"]
+        flip_s = "–" if not fl else f"{fl['mean']:.1f}"
+        set_s = "–" if not ss else f"{ss['mean']:.1f}, {ss['median']:.0f}"
+        sp_s = "–" if sp is None else f"{sp:.3f}"
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {r['method']} | {r['n_users']} ({len(r['seeds'])}) | "
+            f"{_fmt(r['deletion_area'])} | {sp_s} | {vs_s} | "
+            f"{_fmt(r['insertion_area'])} | {_fmt(r['knockout1'], 2)} | {_fmt(r['knockout10'], 2)} | "
+            f"{100 * r['flipped1']['mean']:.0f} %, {flip_s} | {set_s} | {_fmt(r.get('shift'))} | "
+            f"{'–' if secs is None else f'{secs:.0f}'} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+FIG_METRICS = (("deletion_area", "deletion area (lower = more faithful)"),
+               ("insertion_area", "insertion area (higher = more faithful)"),
+               ("knockout1", "knock-out@1 after M removals"),
+               ("flip1_size", "removals to leave first place (flipped users)"),
+               ("shift", "recall shift at 10 removals (CI over seeds)"))
+
+
+def plot_table(summary: list[dict], path: Path) -> None:
+    """One grid: a row per dataset, a column per metric; bars per explainer grouped by model, 95 % CIs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in summary)]
+    explainers = ["history", "intrinsic", "paths", "counterfactual", "random"]
+    colors = dict(zip(explainers, ("tab:blue", "tab:purple", "tab:green", "tab:orange", "tab:gray")))
+    fig = Figure(figsize=(4.2 * len(FIG_METRICS), 3.3 * max(1, len(datasets))))
+    FigureCanvasAgg(fig)
+    for i, d in enumerate(datasets):
+        rows = [r for r in summary if r["dataset"] == d]
+        models = [m for m in MODELS if any(r["model"] == m for r in rows)]
+        for j, (key, title) in enumerate(FIG_METRICS):
+            ax = fig.add_subplot(len(datasets), len(FIG_METRICS), i * len(FIG_METRICS) + j + 1)
+            width = 0.8 / len(explainers)
+            for k, e in enumerate(explainers):
+                xs, ys, err = [], [], [[], []]
+                for g, m in enumerate(models):
+                    r = next((r for r in rows if r["model"] == m and r["method"] == e), None)
+                    v = (r or {}).get(key)
+                    if not v or v.get("mean") is None:
+                        continue
+                    xs.append(g - 0.4 + width * (k + 0.5))
+                    ys.append(v["mean"])
+                    err[0].append(v["mean"] - v["lo"] if v.get("lo") is not None else 0)
+                    err[1].append(v["hi"] - v["mean"] if v.get("hi") is not None else 0)
+                    if e != "random" and key == "deletion_area" and r["verdict"] != "faithful":
+                        ax.annotate("✗", (xs[-1], ys[-1]), ha="center", va="bottom", fontsize=8, color="red")
+                if xs:
+                    ax.bar(xs, ys, width, yerr=err, color=colors[e], capsize=1.5,
+                           label=e if (i == 0 and j == 0) else None)
+            ax.set_xticks(range(len(models)))
+            ax.set_xticklabels([m.replace("lightgcn/history", "lightgcn\nhistory") for m in models], fontsize=7)
+            ax.set_title(f"{d}: {title}", fontsize=8)
+            ax.tick_params(axis="y", labelsize=7)
+    if datasets:
+        fig.legend(loc="upper center", ncol=len(explainers), fontsize=8)
+    fig.suptitle("faithfulness per recommendation, 95 % CIs over users pooled over seeds (✗ = not faithful)",
+                 fontsize=10, y=0.995)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=110)
+
+
+def measured_literal(summary: list[dict]) -> str:
+    """Lines for :data:`whyrec.explain.MEASURED` (key (method, model key, dataset))."""
+    names = {d: n for d, (n, _, _) in DATASETS.items()}
+    out = []
+    for r in summary:
+        if r["method"] == "random" or not r.get("vs_random"):
+            continue
+        rand = next(x for x in summary if x["dataset"] == r["dataset"] and x["model"] == r["model"]
+                    and x["method"] == "random")
+        out.append(f"    ({r['method']!r}, {r['model']!r}, {names[r['dataset']]!r}): ({r['deletion_area']['mean']:.3f}, "
+                   f"{rand['deletion_area']['mean']:.3f}, {r['vs_random']['p_value']:.1e}, "
+                   f"\"{r['dataset']}, {r['n_users']} users, {len(r['seeds'])} seeds\"),")
+    return "\n".join(out)
+
+
+def write_summary(figure: Path = FIGURE) -> list[dict]:
+    cells = [json.loads(p.read_text()) for p in sorted(OUT.glob("*_seed*.json"))]
+    summary = summarize(cells)
+    total = sum(c["train"]["seconds"] + sum(r.get("seconds", 0) for r in c["methods"]) for c in cells)
+    doc = {"cells": len(cells), "compute_seconds": total, "machine": machine(), "n_users_per_cell": N_USERS,
+           "command": "python benchmarks/faithfulness_table.py", "rows": summary}
+    (OUT / "summary.json").write_text(json.dumps(_round(doc, 6), indent=1) + "\n")
+    if summary:
+        plot_table(summary, figure)
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", default=None, help="dataset:model,... (default: the whole plan, cheap cells first)")
@@ -189,6 +429,9 @@ def main() -> None:
                     print(f"FAILED {d} {m} {s}: {err.stderr[-2000:]}", flush=True)
                     continue
                 print(f"{time.strftime('%H:%M:%S')} {d} {m} seed {s}: {time.time() - t0:.0f} s", flush=True)
+    summary = write_summary(args.figure)
+    print(markdown(summary))
+    print(measured_literal(summary))
 
 
 if __name__ == "__main__":
