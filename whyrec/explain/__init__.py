@@ -124,10 +124,13 @@ EXPLAINERS: dict[str, Explainer] = {e.name: e for e in (
 METHODS: dict[str, str] = {name: e.module for name, e in EXPLAINERS.items()}
 
 
-#: what the faithfulness benchmark measured (docs/explanations.md): (method, model key) -> (deletion area of the
-#: method, random's, Wilcoxon p of the paired per-user areas, where). The rule: an explainer whose deletion
-#: area is not significantly below random's (p >= 0.05, or not lower) is **not faithful**.
-MEASURED: dict[tuple[str, str], tuple[float, float, float, str]] = {
+#: what the faithfulness benchmark measured (docs/explanations.md, "The faithfulness table"): (method, model key,
+#: dataset) -> (deletion area of the method, random's, Wilcoxon p of the paired per-user areas, where), written by
+#: ``benchmarks/faithfulness_table.py`` (``measured_literal``); (method, model key) -> the same for a model measured
+#: on one dataset outside the table, or the table's verdict for the model on every dataset it covers, used for a
+#: dataset the table does not cover. The rule: an explainer whose deletion area is not significantly below
+#: random's (p >= 0.05, or not lower) is **not faithful**.
+MEASURED: dict[tuple, tuple[float, float, float, str]] = {
     ("history", "gf-cf"): (0.609, 0.783, 1.4e-34, "ML-100K, 200 users"),
     ("counterfactual", "gf-cf"): (0.692, 0.783, 1.1e-30, "ML-100K, 200 users"),
     ("intrinsic", "resolved"): (0.953, 0.999, 4.0e-03, "Last.fm, 171 users"),
@@ -147,8 +150,10 @@ def model_key(run) -> str:
 
 def verdict(run, method: str) -> dict:
     """The benchmark's verdict on ``method`` for this run's model: ``{"verdict": "faithful" | "not faithful" |
-    "not measured", "note"}`` (:data:`MEASURED`; concepts and features explain no removal: not measured)."""
-    m = MEASURED.get((method, model_key(run)))
+    "not measured", "note"}`` (:data:`MEASURED`, the run's dataset's entry first; concepts and features explain no
+    removal: not measured)."""
+    key = (method, model_key(run))
+    m = MEASURED.get((*key, run.config.get("dataset")), MEASURED.get(key))
     if m is None:
         return {"verdict": "not measured", "note": "its deletion area has not been compared with random removal's "
                                                    "for this model"}
