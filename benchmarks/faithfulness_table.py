@@ -212,6 +212,19 @@ def _shift_at(res: dict, removed: int = 10):
     return None, None
 
 
+def shift_curve(per_seed: list[list[dict]]) -> list[dict]:
+    """The seed's yardstick over the trained seeds: per number removed, the mean and standard deviation (ddof 0)
+    over the seeds of the recall shift and of top-10 kept, and each seed's value."""
+    out = []
+    for removed in sorted({r["removed"] for res in per_seed for r in res}):
+        got = [r for res in per_seed for r in res if r["removed"] == removed]
+        sh, kept = np.array([r["shift"] for r in got]), np.array([r["top10_kept"] for r in got])
+        out.append({"removed": removed, "shift": float(sh.mean()), "std": float(sh.std()),
+                    "top10_kept": float(kept.mean()), "top10_kept_std": float(kept.std()),
+                    "per_model_shift": sh.tolist(), "per_model_top10_kept": kept.tolist()})
+    return out
+
+
 def summarize(cells: list[dict]) -> list[dict]:
     """Pool the cells of each (dataset, model): per explainer the mean with a 95 % t-interval over the users of
     every seed together (deletion / insertion area, knock-out@1 and @10 after M removals, share flipped out of
@@ -219,7 +232,8 @@ def summarize(cells: list[dict]) -> list[dict]:
     size), the spread of the per-seed means, the recall shift at 10 removals (a ratio of means: its interval is
     over the seeds), the paired Wilcoxon test of the deletion areas against random's over all (seed, user) pairs
     (:func:`whyrec.explain.faithfulness.paired_test`) with per-seed p-values and the mean difference's
-    interval, the verdict (:func:`verdict`) and the time per 200 users."""
+    interval, the verdict (:func:`verdict`), the time per 200 users and the recall shift / top-10 kept at every
+    number removed over the seeds (``shift_curve``, the seed's yardstick averaged over trained models)."""
     from whyrec.explain.faithfulness import paired_test
 
     groups: dict[tuple, list[dict]] = {}
@@ -239,6 +253,7 @@ def summarize(cells: list[dict]) -> list[dict]:
                 vals = user_values(res, c["max_remove"])
                 shift, kept = _shift_at(res)
                 per_seed.append({"seed": c["seed"], "vals": vals, "shift": shift, "top10_kept": kept,
+                                 "shift_results": (res.get("shift") or {}).get("results", []),
                                  "seconds": res.get("seconds"), "n_users": res["n_users"],
                                  "load_average": res.get("load_average")})
                 if rand is not None and method != "random":
@@ -266,6 +281,7 @@ def summarize(cells: list[dict]) -> list[dict]:
                 vals = [p[key] for p in per_seed if p[key] is not None]
                 if vals:
                     row[key] = {**mean_ci(vals), "spread": spread(vals)}
+            row["shift_curve"] = shift_curve([p["shift_results"] for p in per_seed])
             secs = [p["seconds"] * 200 / p["n_users"] for p in per_seed if p["seconds"] is not None]
             row["seconds_per_200_users"] = float(np.mean(secs)) if secs else None
             row["load_average"] = [p["load_average"] for p in per_seed]

@@ -57,6 +57,9 @@ def test_pooled_means_and_t_intervals_over_users_of_every_seed():
     assert h["flip1_size"]["mean"] == pytest.approx(2.0) and h["flip1_size"]["median"] == 2.0
     s = h["shift"]  # a ratio of means, one per seed: the interval is over the two seeds
     assert s["mean"] == pytest.approx(0.2) and s["hi"] - s["mean"] == pytest.approx(T1 * 0.1)
+    assert h["shift_curve"] == [{"removed": 10, "shift": pytest.approx(0.2), "std": pytest.approx(0.1),
+                                 "top10_kept": pytest.approx(0.8), "top10_kept_std": pytest.approx(0.1),
+                                 "per_model_shift": [0.1, 0.3], "per_model_top10_kept": [0.9, pytest.approx(0.7)]}]
     assert h["seconds_per_200_users"] == pytest.approx((10 * 200 / 3 + 4 * 200 / 2) / 2)
 
 
