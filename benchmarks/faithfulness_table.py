@@ -117,12 +117,24 @@ def train_args(dataset: str, model: str, seed: int, run_dir: Path) -> list[str]:
             *extra.get(dataset, extra.get("*", []))]
 
 
-def run_cell(dataset: str, model: str, seed: int, work: Path, n_users: int = N_USERS) -> dict:
-    """Train one (dataset, model, seed), run every applicable explainer and random, write the cell JSON."""
+def methods_for(run) -> tuple[list[str], list[str]]:
+    """The explainers the table runs on ``run``: every registry explainer that ranks history items and whose
+    capability needs the model meets (``paths`` reads the graph only, so it applies to every model, also where
+    the recipe does not offer it), then ``random``; and those the recipe offers (``whyrec explain``, the page)."""
     from whyrec.explain import EXPLAINERS, supported_methods
+
+    ranked = [m for m, e in EXPLAINERS.items() if e.ranks_history and e.supports(run.model)]
+    return ranked + ["random"], [m for m in supported_methods(run) if EXPLAINERS[m].ranks_history]
+
+
+def run_cell(dataset: str, model: str, seed: int, work: Path, n_users: int = N_USERS) -> dict:
+    """Train one (dataset, model, seed), run every applicable explainer and random, write the cell JSON. A cell
+    JSON that exists keeps its results; only the explainers it lacks are run (the run folder is reused)."""
     from whyrec.explain.faithfulness import paired_test
     from whyrec.run import load_run
 
+    path = cell_path(dataset, model, seed)
+    old = json.loads(path.read_text()) if path.exists() else None
     run_dir = work / f"{dataset}_{model.replace('/', '-')}_seed{seed}"
     targs = train_args(dataset, model, seed, run_dir)
     t0, load0 = time.time(), os.getloadavg()[0]
@@ -131,11 +143,13 @@ def run_cell(dataset: str, model: str, seed: int, work: Path, n_users: int = N_U
     train_s = time.time() - t0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     run = load_run(run_dir)
-    methods = [m for m in supported_methods(run) if EXPLAINERS[m].ranks_history] + ["random"]
+    methods, offered = methods_for(run)
     del run
     M = DATASETS[dataset][2]
-    results = []
+    results = {r["method"]: r for r in (old or {}).get("methods", [])}
     for m in methods:
+        if m in results:
+            continue
         fargs = ["faithfulness", str(run_dir), "--method", m, "--metric", CURVES, "--users", str(n_users),
                  "--max-remove", str(M), "--remove", "1,2,5,10", "--runs", "1", "--json", "--no-progress"]
         la, t1 = os.getloadavg()[0], time.time()
@@ -146,22 +160,36 @@ def run_cell(dataset: str, model: str, seed: int, work: Path, n_users: int = N_U
         for row in res["per_user"]:  # the per-m score curves are in the summaries; keep what the tests need
             for key in DROP_PER_USER:
                 row.pop(key, None)
-        results.append(res)
+        results[m] = _round(res)
+    results = [results[m] for m in methods if m in results]
     rand = next(r for r in results if r["method"] == "random")
     for res in results:
         if res is not rand:
             res["vs_random"] = paired_test(res, rand)
+    train = old["train"] if old else {
+        "command": "whyrec " + " ".join(a if a != str(run_dir) else "RUN" for a in targs), "seconds": train_s,
+        "load_average": [load0, os.getloadavg()[0]], "test": metrics.get("test"),
+        "best_epoch": metrics.get("best_epoch")}
     doc = {"dataset": dataset, "model": model, "seed": seed, "n_users_requested": n_users, "max_remove": M,
-           "train": {"command": "whyrec " + " ".join(a if a != str(run_dir) else "RUN" for a in targs),
-                     "seconds": train_s, "load_average": [load0, os.getloadavg()[0]],
-                     "test": metrics.get("test"), "best_epoch": metrics.get("best_epoch")},
-           "machine": machine(), "methods": _round(results)}
+           "train": train, "offered_by_recipe": offered, "machine": machine(), "methods": results}
     OUT.mkdir(parents=True, exist_ok=True)
-    path = cell_path(dataset, model, seed)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc) + "\n")
     tmp.replace(path)
     return doc
+
+
+def complete(path: Path, work: Path) -> bool:
+    """Whether the cell JSON at ``path`` has every explainer :func:`methods_for` gives (its run folder must exist
+    to tell; without it the cell counts as complete)."""
+    from whyrec.run import load_run
+
+    doc = json.loads(path.read_text())
+    run_dir = work / path.stem
+    if not (run_dir / "metrics.json").exists():
+        return True
+    have = {r["method"] for r in doc["methods"]}
+    return set(methods_for(load_run(run_dir))[0]) <= have
 
 
 # ---------------------------------------------------------------------------------------------- #
@@ -435,7 +463,7 @@ def main() -> None:
     if not args.summary_only:
         for d, m in plan:
             for s in map(int, args.seeds.split(",")):
-                if cell_path(d, m, s).exists():
+                if cell_path(d, m, s).exists() and complete(cell_path(d, m, s), args.work):
                     continue
                 t0 = time.time()
                 try:
