@@ -197,6 +197,8 @@ def complete(path: Path, work: Path) -> bool:
 # pooling the cells: confidence intervals, the paired test, the verdict
 # ---------------------------------------------------------------------------------------------- #
 ALPHA = 0.05
+#: the order explainers are listed and drawn in
+EXPLAIN_ORDER = ("history", "intrinsic", "paths", "counterfactual", "random")
 
 
 def mean_ci(values) -> dict:
@@ -319,7 +321,9 @@ def summarize(cells: list[dict]) -> list[dict]:
                 row["vs_random"] = {**test, "mean_difference": mean_ci(diffs), "per_seed_p": seeds_p}
             row["verdict"] = verdict(row)
             out.append(row)
-    return out
+    order = {k: i for i, k in enumerate([*DATASETS, *MODELS, *EXPLAIN_ORDER])}
+    return sorted(out, key=lambda r: (order.get(r["dataset"], 99), order.get(r["model"], 99),
+                                      order.get(r["method"], 99)))
 
 
 def verdict(row: dict) -> str:
@@ -384,7 +388,7 @@ def plot_table(summary: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in summary)]
-    explainers = ["history", "intrinsic", "paths", "counterfactual", "random"]
+    explainers = list(EXPLAIN_ORDER)
     colors = dict(zip(explainers, ("tab:blue", "tab:purple", "tab:green", "tab:orange", "tab:gray")))
     fig = Figure(figsize=(4.2 * len(FIG_METRICS), 3.3 * max(1, len(datasets)) + 0.8))
     FigureCanvasAgg(fig)
@@ -432,7 +436,7 @@ def measured_literal(summary: list[dict]) -> str:
                     and x["method"] == "random")
         out.append(f"    ({r['method']!r}, {r['model']!r}, {names[r['dataset']]!r}): ({r['deletion_area']['mean']:.3f}, "
                    f"{rand['deletion_area']['mean']:.3f}, {r['vs_random']['p_value']:.1e}, "
-                   f"\"{r['dataset']}, {r['n_users']} users, {len(r['seeds'])} seeds\"),")
+                   f"\"{r['dataset']}, {r['n_users']} users, {len(r['seeds'])} seed(s), faithfulness table\"),")
     return "\n".join(out)
 
 
