@@ -70,7 +70,8 @@ PLAN = [(d, m) for m in ("gf-cf", "cheby-cf", "bspm") for d in ("ml-100k", "ml-1
         if (d, m) != ("ml-1m", "bspm")] + \
        [("ml-100k", "lightgcn/history"), ("lastfm", "nmf"), ("ml-100k", "nmf"), ("lastfm", "resolved"),
         ("lastfm", "lightgcn/history"), ("lastfm", "vae"), ("ml-1m", "nmf"), ("ml-1m", "bspm"),
-        ("ml-1m", "lightgcn/history"), ("ml-100k", "resolved"), ("ml-100k", "vae")]
+        ("ml-1m", "lightgcn/history"), ("ml-100k", "resolved"), ("ml-100k", "vae"), ("ml-1m", "resolved"),
+        ("ml-1m", "vae")]
 N_USERS = 100
 #: per-user keys left out of the cell JSON (their means over users are kept in ``deletion``/``insertion``)
 DROP_PER_USER = ("deletion_score", "insertion_score", "insertion_rank")
