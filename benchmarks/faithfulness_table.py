@@ -350,6 +350,14 @@ def _fmt(entry, nd: int = 3) -> str:
     return f"{entry['mean']:.{nd}f} [{entry['lo']:.{nd}f}, {entry['hi']:.{nd}f}]"
 
 
+def _seeds_note(row: dict) -> str:
+    """`` (k/n seeds)``: in how many seeds alone the deletion area is significantly below random's."""
+    ps = (row.get("vs_random") or {}).get("per_seed_p") or []
+    if not ps:
+        return ""
+    return f" ({sum(p is not None and p < ALPHA for p in ps)}/{len(ps)} seeds)"
+
+
 def markdown(summary: list[dict]) -> str:
     """The table of docs/explanations.md."""
     head = ("| dataset | model | explainer | users (seeds) | deletion area [95 % CI] | seed spread (sd) | "
@@ -372,7 +380,7 @@ def markdown(summary: list[dict]) -> str:
             f"{_fmt(r['deletion_area'])} | {sp_s} | {vs_s} | "
             f"{_fmt(r['insertion_area'])} | {_fmt(r['knockout1'], 2)} | {_fmt(r['knockout10'], 2)} | "
             f"{100 * r['flipped1']['mean']:.0f} %, {flip_s} | {set_s} | {_fmt(r.get('shift'))} | "
-            f"{'–' if secs is None else f'{secs:.0f}'} | {r['verdict']} |")
+            f"{'–' if secs is None else f'{secs:.0f}'} | {r['verdict']}{_seeds_note(r)} |")
     return "\n".join(lines)
 
 

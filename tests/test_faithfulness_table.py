@@ -89,6 +89,6 @@ def test_markdown_and_measured_lines_carry_the_verdicts():
     summary = table.summarize(CELLS)
     md = table.markdown(summary)
     assert "| ml-100k | gf-cf | history | 5 (2) | 0.300 [" in md and md.rstrip().endswith("baseline |")
-    assert "not faithful |" in md
+    assert "not faithful (0/2 seeds) |" in md
     lit = table.measured_literal(summary)
     assert lit.strip().startswith("('history', 'gf-cf', 'ml-100k'): (0.300, 0.550, 6.2e-02")
