@@ -449,12 +449,27 @@ def measured_literal(summary: list[dict]) -> str:
     return "\n".join(out)
 
 
+def accuracy(cells: list[dict]) -> list[dict]:
+    """Per (dataset, model): the seeds, mean test Recall@10 / NDCG@10 / Recall@20 and training seconds."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["dataset"], c["model"]), []).append(c)
+    out = []
+    for (d, m), cs in sorted(groups.items(), key=lambda g: (list(DATASETS).index(g[0][0]), list(MODELS).index(g[0][1]))):
+        row = {"dataset": d, "model": m, "seeds": sorted(c["seed"] for c in cs),
+               "train_seconds": float(np.mean([c["train"]["seconds"] for c in cs]))}
+        for k in ("recall@10", "ndcg@10", "recall@20"):
+            row[k] = float(np.mean([c["train"]["test"][k] for c in cs]))
+        out.append(row)
+    return out
+
+
 def write_summary(figure: Path = FIGURE) -> list[dict]:
     cells = [json.loads(p.read_text()) for p in sorted(OUT.glob("*_seed*.json"))]
     summary = summarize(cells)
     total = sum(c["train"]["seconds"] + sum(r.get("seconds", 0) for r in c["methods"]) for c in cells)
     doc = {"cells": len(cells), "compute_seconds": total, "machine": machine(), "n_users_per_cell": N_USERS,
-           "command": "python benchmarks/faithfulness_table.py", "rows": summary}
+           "command": "python benchmarks/faithfulness_table.py", "accuracy": accuracy(cells), "rows": summary}
     (OUT / "summary.json").write_text(json.dumps(_round(doc, 6), indent=1) + "\n")
     if summary:
         plot_table(summary, figure)
@@ -488,6 +503,9 @@ def main() -> None:
                 print(f"{time.strftime('%H:%M:%S')} {d} {m} seed {s}: {time.time() - t0:.0f} s", flush=True)
     summary = write_summary(args.figure)
     print(markdown(summary))
+    for a in json.loads((OUT / "summary.json").read_text())["accuracy"]:
+        print(f"accuracy {a['dataset']} {a['model']} seeds {a['seeds']}: Recall@10 {a['recall@10']:.4f} NDCG@10 "
+              f"{a['ndcg@10']:.4f} Recall@20 {a['recall@20']:.4f}, training {a['train_seconds']:.0f} s")
     print(measured_literal(summary))
 
 
