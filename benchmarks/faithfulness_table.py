@@ -445,7 +445,8 @@ def measured_literal(summary: list[dict]) -> str:
                     and x["method"] == "random")
         out.append(f"    ({r['method']!r}, {r['model']!r}, {names[r['dataset']]!r}): ({r['deletion_area']['mean']:.3f}, "
                    f"{rand['deletion_area']['mean']:.3f}, {r['vs_random']['p_value']:.1e}, "
-                   f"\"{r['dataset']}, {r['n_users']} users, {len(r['seeds'])} seed(s), faithfulness table\"),")
+                   f"\"{r['dataset']}, {r['n_users']} users, {len(r['seeds'])} seed(s){_seeds_note(r).replace(' seeds)', ' seeds alone)')}, "
+                   f"faithfulness table\"),")
     return "\n".join(out)
 
 
