@@ -56,6 +56,13 @@ def test_faithfulness_verdicts_follow_the_rule(monkeypatch):
     assert explain.verdict(run, "history") == {
         "verdict": "faithful",
         "note": "deletion area 0.700 against random's 0.780, paired Wilcoxon p = 1e-09 (toy data)"}
+    # the faithfulness table's entry for the run's dataset wins over the model's entry
+    run.config["dataset"] = "toy-data"
+    monkeypatch.setitem(explain.MEASURED, ("history", "toy", "toy-data"), (0.76, 0.78, 0.3, "toy-data, 3 seeds"))
+    assert explain.verdict(run, "history")["verdict"] == "not faithful"
+    assert "toy-data, 3 seeds" in explain.verdict(run, "history")["note"]
+    run.config["dataset"] = "other"
+    assert explain.verdict(run, "history")["verdict"] == "faithful"  # no entry for this dataset: the model's
     run.config["model_config"]["user_repr"] = "history"
     assert explain.model_key(run) == "toy/history" and explain.verdict(run, "history")["verdict"] == "not measured"
 

@@ -126,10 +126,13 @@ EXPLAINERS: dict[str, Explainer] = {e.name: e for e in (
 METHODS: dict[str, str] = {name: e.module for name, e in EXPLAINERS.items()}
 
 
-#: what the faithfulness benchmark measured (docs/explanations.md): (method, model key) -> (deletion area of the
-#: method, random's, Wilcoxon p of the paired per-user areas, where). The rule: an explainer whose deletion
-#: area is not significantly below random's (p >= 0.05, or not lower) is **not faithful**.
-MEASURED: dict[tuple[str, str], tuple[float, float, float, str]] = {
+#: what the faithfulness benchmark measured (docs/explanations.md, "The faithfulness table"): (method, model key,
+#: dataset) -> (deletion area of the method, random's, Wilcoxon p of the paired per-user areas, where), written by
+#: ``benchmarks/faithfulness_table.py`` (``measured_literal``); (method, model key) -> the same for a model measured
+#: on one dataset outside the table, or the table's verdict for the model on every dataset it covers, used for a
+#: dataset the table does not cover. The rule: an explainer whose deletion area is not significantly below
+#: random's (p >= 0.05, or not lower) is **not faithful**.
+MEASURED: dict[tuple, tuple[float, float, float, str]] = {
     ("history", "gf-cf"): (0.609, 0.783, 1.4e-34, "ML-100K, 200 users"),
     ("counterfactual", "gf-cf"): (0.692, 0.783, 1.1e-30, "ML-100K, 200 users"),
     ("intrinsic", "resolved"): (0.953, 0.999, 4.0e-03, "Last.fm, 171 users"),
@@ -138,6 +141,67 @@ MEASURED: dict[tuple[str, str], tuple[float, float, float, str]] = {
     ("history", "lightgcn"): (0.897, 0.949, 1.9e-09, "ML-100K, 30 users"),
     ("history", "lightgcn/history"): (0.674, 0.783, 1.4e-34, "ML-100K, 200 users"),
     ("counterfactual", "lightgcn/history"): (0.758, 0.783, 2.7e-13, "ML-100K, 200 users"),
+    # the faithfulness table (benchmarks/faithfulness_table.py, summary.json): 3 trained seeds, 100 users each
+    ('history', 'gf-cf', 'ml-100k'): (0.639, 0.793, 6.1e-51, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'gf-cf', 'ml-100k'): (0.664, 0.793, 6.3e-51, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'gf-cf', 'ml-100k'): (0.713, 0.793, 2.5e-44, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'cheby-cf', 'ml-100k'): (0.583, 0.789, 6.1e-51, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'cheby-cf', 'ml-100k'): (0.612, 0.789, 6.4e-51, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'cheby-cf', 'ml-100k'): (0.689, 0.789, 4.9e-41, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'bspm', 'ml-100k'): (0.559, 0.793, 6.1e-51, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'bspm', 'ml-100k'): (0.584, 0.793, 6.1e-51, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'bspm', 'ml-100k'): (0.692, 0.793, 1.7e-41, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'nmf', 'ml-100k'): (0.534, 0.797, 2.9e-47, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'nmf', 'ml-100k'): (0.545, 0.797, 1.4e-48, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'lightgcn/history', 'ml-100k'): (0.698, 0.789, 6.1e-51, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'lightgcn/history', 'ml-100k'): (0.732, 0.789, 9.7e-49, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'lightgcn/history', 'ml-100k'): (0.769, 0.789, 3.0e-14, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('intrinsic', 'resolved', 'ml-100k'): (0.966, 1.003, 6.2e-22, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'resolved', 'ml-100k'): (0.968, 1.003, 1.1e-20, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'resolved', 'ml-100k'): (0.976, 1.003, 8.4e-12, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('intrinsic', 'vae', 'ml-100k'): (0.997, 1.000, 8.7e-01, "ml-100k, 300 users, 3 seeds, 0/3 alone"),
+    ('paths', 'vae', 'ml-100k'): (0.919, 1.000, 5.0e-49, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'vae', 'ml-100k'): (0.979, 1.000, 3.9e-12, "ml-100k, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'gf-cf', 'ml-1m'): (0.618, 0.819, 6.1e-51, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'gf-cf', 'ml-1m'): (0.651, 0.819, 6.1e-51, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'gf-cf', 'ml-1m'): (0.732, 0.819, 7.1e-44, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'cheby-cf', 'ml-1m'): (0.598, 0.822, 6.1e-51, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'cheby-cf', 'ml-1m'): (0.626, 0.822, 6.1e-51, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'cheby-cf', 'ml-1m'): (0.726, 0.822, 5.1e-45, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'bspm', 'ml-1m'): (0.604, 0.821, 6.1e-51, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'bspm', 'ml-1m'): (0.628, 0.821, 6.1e-51, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'bspm', 'ml-1m'): (0.728, 0.821, 2.2e-45, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'nmf', 'ml-1m'): (0.486, 0.826, 7.0e-50, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'nmf', 'ml-1m'): (0.598, 0.826, 3.5e-44, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'lightgcn/history', 'ml-1m'): (0.738, 0.822, 6.1e-51, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'lightgcn/history', 'ml-1m'): (0.771, 0.822, 6.0e-48, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'lightgcn/history', 'ml-1m'): (0.790, 0.822, 6.4e-25, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('intrinsic', 'resolved', 'ml-1m'): (0.994, 1.009, 7.4e-04, "ml-1m, 300 users, 3 seeds, 1/3 alone"),
+    ('paths', 'resolved', 'ml-1m'): (0.941, 1.009, 3.1e-46, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'resolved', 'ml-1m'): (0.984, 1.009, 8.7e-14, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('intrinsic', 'vae', 'ml-1m'): (0.998, 1.002, 9.7e-02, "ml-1m, 300 users, 3 seeds, 0/3 alone"),
+    ('paths', 'vae', 'ml-1m'): (0.916, 1.002, 1.1e-49, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'vae', 'ml-1m'): (0.981, 1.002, 8.1e-14, "ml-1m, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'gf-cf', 'lastfm-kg'): (0.444, 0.652, 6.1e-51, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'gf-cf', 'lastfm-kg'): (0.482, 0.652, 2.9e-47, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'gf-cf', 'lastfm-kg'): (0.530, 0.652, 2.0e-38, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'cheby-cf', 'lastfm-kg'): (0.366, 0.643, 6.1e-51, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'cheby-cf', 'lastfm-kg'): (0.378, 0.643, 8.1e-51, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'cheby-cf', 'lastfm-kg'): (0.463, 0.643, 1.1e-42, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'bspm', 'lastfm-kg'): (0.405, 0.658, 6.1e-51, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'bspm', 'lastfm-kg'): (0.442, 0.658, 3.3e-47, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'bspm', 'lastfm-kg'): (0.509, 0.658, 1.2e-37, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'nmf', 'lastfm-kg'): (0.262, 0.658, 5.2e-44, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'nmf', 'lastfm-kg'): (0.224, 0.658, 1.2e-48, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('history', 'lightgcn/history', 'lastfm-kg'): (0.516, 0.658, 6.1e-51, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('paths', 'lightgcn/history', 'lastfm-kg'): (0.637, 0.658, 2.5e-06, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'lightgcn/history', 'lastfm-kg'): (0.619, 0.658, 5.0e-11, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('intrinsic', 'resolved', 'lastfm-kg'): (0.971, 1.020, 6.8e-04, "lastfm, 300 users, 3 seeds, 1/3 alone"),
+    ('paths', 'resolved', 'lastfm-kg'): (0.865, 1.020, 2.7e-29, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'resolved', 'lastfm-kg'): (0.795, 1.020, 3.7e-42, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('intrinsic', 'vae', 'lastfm-kg'): (0.970, 0.987, 5.4e-03, "lastfm, 300 users, 3 seeds, 1/3 alone"),
+    ('paths', 'vae', 'lastfm-kg'): (0.889, 0.987, 4.2e-42, "lastfm, 300 users, 3 seeds, 3/3 alone"),
+    ('counterfactual', 'vae', 'lastfm-kg'): (0.942, 0.987, 3.8e-16, "lastfm, 300 users, 3 seeds, 3/3 alone"),
 }
 
 
@@ -149,8 +213,10 @@ def model_key(run) -> str:
 
 def verdict(run, method: str) -> dict:
     """The benchmark's verdict on ``method`` for this run's model: ``{"verdict": "faithful" | "not faithful" |
-    "not measured", "note"}`` (:data:`MEASURED`; concepts and features explain no removal: not measured)."""
-    m = MEASURED.get((method, model_key(run)))
+    "not measured", "note"}`` (:data:`MEASURED`, the run's dataset's entry first; concepts and features explain no
+    removal: not measured)."""
+    key = (method, model_key(run))
+    m = MEASURED.get((*key, run.config.get("dataset")), MEASURED.get(key))
     if m is None:
         return {"verdict": "not measured", "note": "its deletion area has not been compared with random removal's "
                                                    "for this model"}
