@@ -38,7 +38,6 @@ def explain(
     samples: Optional[int] = typer.Option(
         None, "--samples", min=1, max=10_000,
         help="shapley: random orders averaged for a history longer than 6 items (default 16; shorter: exact)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="shapley: the seed of the random orders (default 0)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Write a figure (PNG/SVG/PDF) here."),
     device: str = device_option(),
@@ -50,7 +49,7 @@ def explain(
     if method not in EXPLAINERS:  # before any work: a typo is not a question for the run
         raise ValueError(f"unknown --method {method!r}; known methods: {', '.join(METHODS)}")
     options = EXPLAINERS[method].check_options(dict(
-        steps=steps, baseline=baseline, top=top, genre=genre, k=k, max_size=max_size, beam=beam, samples=samples, seed=seed,
+        steps=steps, baseline=baseline, top=top, genre=genre, k=k, max_size=max_size, beam=beam, samples=samples,
         compare_items=compare_items or None))  # an option of another method: an error, before loading
     run = load_run(run_dir, device=device)
     ex = explainer_for(run, method, option="--method")
