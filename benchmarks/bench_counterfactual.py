@@ -11,7 +11,9 @@ history is explained: ``t`` = their top-1 item (training items masked, as in ``w
 * ``random``: ``--draws`` uniform random orders of the whole history; the flip size is the first prefix
   whose removal takes ``t`` out of the top ``k`` (exact re-scoring of every prefix; never: ``inf``), the
   per-user value the median over draws;
-* ``history``: the same with the history explainer's order (largest contribution / IG first).
+* ``history``: the same with the order of the model's own history explainer (largest contribution / IG
+  first): ``history`` where the model supports it, else ``intrinsic`` (resolved, vae), else ``paths``
+  (NMF); ``--order-method`` names another. The JSON records which (``order_method``).
 
 Medians over users count a user who is never flipped as ``inf`` (``"inf"`` in the JSON), so a median is
 finite only when more than half the users flip. ``ratio`` = random's median / the counterfactual's median,
@@ -42,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
+ORDER_METHODS = ("history", "intrinsic", "paths")  # the first one the model supports orders the history
 
 
 def train(model: str, data_dir: str, out: Path, seed: int, extra: list[str]) -> float:
@@ -78,6 +81,7 @@ def bench(model: str, run_dir: Path, args) -> dict:
     import torch
 
     from whyrec.explain.counterfactual import counterfactual_set
+    from whyrec.explain import EXPLAINERS
     from whyrec.explain.faithfulness import history_and_top, importance_function
     from whyrec.run import load_run
 
@@ -87,7 +91,8 @@ def bench(model: str, run_dir: Path, args) -> dict:
     users = np.flatnonzero((np.diff(test.indptr) > 0) & (np.diff(train.indptr) > 0))
     if args.users:
         users = users[: args.users]
-    hist_fn = importance_function("history")
+    order_method = args.order_method or next(m for m in ORDER_METHODS if EXPLAINERS[m].supports(run.model))
+    hist_fn = importance_function(order_method)
     rng = np.random.default_rng(args.seed)
     ks = (1, 10)
     rows = []
@@ -141,6 +146,7 @@ def bench(model: str, run_dir: Path, args) -> dict:
         }
     return {"model": model, "run": str(run_dir), "config": run.config.get("model_config"), "users": n,
             "median_history": median([r["n_history"] for r in rows]), "max_size": args.max_size, "beam": args.beam,
+            "order_method": order_method,
             "draws": args.draws, "seconds_counterfactual": t_cf, "seconds_random_and_history": t_rand,
             "load_average_before": load_before, "load_average_after": load_after, "summary": summary,
             "per_user": rows}
@@ -170,6 +176,8 @@ def main() -> None:
     p.add_argument("--max-size", type=int, default=20)
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--draws", type=int, default=3)
+    p.add_argument("--order-method", default=None, help="explainer whose order is the 'history' column "
+                   "(default: history, else intrinsic, else paths, the first the model supports)")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--train-args", default="", help="extra `whyrec train` arguments (space-separated)")

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["Contribution", "Explanation", "KINDS", "HISTORY", "ENTITY", "USER_FEATURE", "ITEM_FEATURE", "CONCEPT",
+__all__ = ["Contribution", "Explanation", "history_share", "KINDS", "HISTORY", "ENTITY", "USER_FEATURE", "ITEM_FEATURE", "CONCEPT",
            "render_text", "plot"]
 
 #: contribution kinds
@@ -116,6 +116,13 @@ class Explanation:
 # ---------------------------------------------------------------------------------------------- #
 # generic renderers: they read only the "explanation" object of a result
 # ---------------------------------------------------------------------------------------------- #
+def history_share(score: float, baseline: float) -> Optional[float]:
+    """``(score − baseline) / |score|``: how much of a score depends on the history at all, against the
+    no-history baseline (1 for a model whose user is their history; the rest of a LightGCN score is the
+    user's free layer-0 embedding). ``None`` for a zero score. Shown as ``stats["history share"]``."""
+    return None if score == 0 else float((score - baseline) / abs(score))
+
+
 def _subject(e: dict) -> str:
     if e.get("item") is None:
         return f"user {e['user']}"

@@ -396,8 +396,7 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
         for k in ks:
             out = np.flatnonzero(np.asarray(d_rank) > k)
             flip[k] = int(out[0]) + 1 if len(out) else None
-        rows.append({"user": int(run.user_ids[u]) if hasattr(run, "user_ids") else u, "item":
-                     int(run.item_ids[t]) if hasattr(run, "item_ids") else t, "n_history": int(len(hist)),
+        rows.append({"user": int(run.user_ids[u]), "item": int(run.item_ids[t]), "n_history": int(len(hist)),
                      "score": s0, "deletion_rank": d_rank, "deletion_score": d_score, "insertion_rank": i_rank,
                      "insertion_score": i_score, "flip": {str(k): v for k, v in flip.items()},
                      "set_size": int(len(eset)) if len(eset) else None,

@@ -41,7 +41,7 @@ import torch
 
 from ..models.base import FEATURES, can
 
-__all__ = ["FeatureIG", "feature_ig", "repropagation_forward", "explain_run", "explain_many", "describe", "details",
+__all__ = ["FeatureIG", "repropagation_forward", "explain_run", "explain_many", "describe", "details",
            "plot", "DEFAULT_STEPS"]
 
 #: one Gauss–Legendre node is already exact here (the integrand is linear along the path, see above);
@@ -121,9 +121,11 @@ class FeatureIG:
     @classmethod
     def for_run(cls, run) -> "FeatureIG":
         """The (cached) explainer of a loaded run; column names from its ``extras.npz``."""
-        cached = getattr(run, "_feature_ig", None)
-        if cached is not None and cached.model is run.model:
-            return cached
+        from . import run_cache
+
+        cache = run_cache(run, "features")
+        if "ig" in cache:
+            return cache["ig"]
         model = run.model
         if not can(model, FEATURES):
             from ..recipes import get_recipe
@@ -136,7 +138,7 @@ class FeatureIG:
         ex = run.extras
         obj = cls(model, ex.get("user_feature_columns"), ex.get("user_feature_groups"),
                   ex.get("item_feature_columns"), ex.get("item_feature_groups"))
-        run._feature_ig = obj
+        cache["ig"] = obj
         return obj
 
     # ------------------------------------------------------------------ #
@@ -236,16 +238,9 @@ def repropagation_forward(model, user: int, item: int, dtype: Optional[torch.dty
     return forward
 
 
-def feature_ig(run_or_model, **kwargs) -> FeatureIG:
-    """:class:`FeatureIG` for a run (cached) or a bare model."""
-    if hasattr(run_or_model, "model") and hasattr(run_or_model, "extras"):
-        return FeatureIG.for_run(run_or_model)
-    return FeatureIG(run_or_model, **kwargs)
-
-
 def prepare(run) -> None:
     """Build the run's feature explainer now (``whyrec serve`` start-up)."""
-    feature_ig(run)
+    FeatureIG.for_run(run)
 
 
 def _title(run, i: int) -> str:

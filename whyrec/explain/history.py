@@ -58,6 +58,7 @@ import torch
 from ..graph import sym_spmm
 from ..models.base import GRAPH, can
 from .decomposition import contributions, explain_filter, is_filter
+from .explanation import history_share
 
 __all__ = ["HistoryContext", "history_context", "history_attributions", "edge_scaled_scores",
            "history_importances", "importances", "explain_run", "describe", "details"]
@@ -114,18 +115,14 @@ class HistoryContext:
         return (cols - self.n_users).numpy().astype(np.int64), vals.clone()
 
 
-def history_context(run_or_model) -> HistoryContext:
-    """Cached :class:`HistoryContext` of a run or a model (rebuilt when the weights change)."""
-    model = getattr(run_or_model, "model", run_or_model)
-    holder = run_or_model
-    ctx = getattr(holder, "_history_ctx", None)
-    if ctx is None or ctx.model is not model or ctx.version != model.weights_version():
-        ctx = HistoryContext(model)
-        try:
-            holder._history_ctx = ctx
-        except AttributeError:  # pragma: no cover
-            pass
-    return ctx
+def history_context(run) -> HistoryContext:
+    """The run's cached :class:`HistoryContext` (rebuilt when the weights change: :func:`run_cache`)."""
+    from . import run_cache
+
+    cache = run_cache(run, "history")
+    if "ctx" not in cache:
+        cache["ctx"] = HistoryContext(run.model)
+    return cache["ctx"]
 
 
 class _Basis:
@@ -324,7 +321,7 @@ def explain_run(run, user_idx: int, item_idx=None, steps: Optional[int] = None, 
             "delta": res["delta"], "relative_delta": abs(res["delta"]) / abs(diff) if diff else 0.0,
             # how much of the score depends on the history at all: the rest is the user's free layer-0
             # embedding (their learned profile), which no history explanation can name
-            "history_share": diff / abs(res["score"]) if res["score"] else 0.0,
+            "history_share": history_share(res["score"], res["baseline_score"]),
             "steps": res["steps"], "n_history": int(len(hist)),
             "baseline": "the user's edges removed (degree normalization held fixed)",
             "because": because, "positive_total": pos_total, "negative_total": float(attr[attr < 0].sum()),

@@ -29,9 +29,11 @@ def path_matrices(run) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """``(P1, P2)``: ``P1`` ``(n_items, n_mid)`` = rows of the item–middle adjacency divided by
     the item's degree; ``P2`` ``(n_mid, n_items)`` = its transpose divided by the middle node's
     degree. ``w(j → t) = (P1 P2)[j, t]``. Cached on the run."""
-    cached = getattr(run, "_path_mats", None)
-    if cached is not None:
-        return cached
+    from . import run_cache
+
+    cache = run_cache(run, "paths")
+    if "mats" in cache:
+        return cache["mats"]
     train = sp.csr_matrix(run.matrices["train"], dtype=np.float64)
     blocks = [train.T.tocsr()]
     ie = run.extras.get("item_entity")
@@ -48,7 +50,7 @@ def path_matrices(run) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     inv = lambda d: np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)  # noqa: E731
     p1 = (sp.diags(inv(deg_i)) @ adj).tocsr()
     p2 = (sp.diags(inv(deg_m)) @ adj.T.tocsr()).tocsc()
-    run._path_mats = (p1, p2)
+    cache["mats"] = (p1, p2)
     return p1, p2
 
 

@@ -33,6 +33,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .explanation import history_share
+
 __all__ = ["shapley_values", "importances", "explain_run", "describe", "EXACT_MAX", "DEFAULT_SAMPLES"]
 
 #: histories up to this length are attributed exactly (all |H|! orders: 720 at 6)
@@ -120,18 +122,13 @@ def explain_run(run, user_idx: int, item_idx=None, top: int = 10, samples: Optio
     exact = len(history) <= EXACT_MAX
     return {
         "method": "shapley", "user": int(run.user_ids[u]), "item": int(run.item_ids[t]), "item_title": title(t),
-        "score": score, "baseline": baseline, "history_share": _share(score, baseline),
+        "score": score, "baseline": baseline, "history_share": history_share(score, baseline),
         "exact": exact, "samples": None if exact else samples, "seed": None if exact else seed,
         "n_history": int(len(history)), "sum_of_values": float(phi.sum()),
         "history": [{"item": int(run.item_ids[history[p]]), "title": title(int(history[p])), "value": float(phi[p])}
                     for p in order[:top]],
         "rest": float(phi[order[top:]].sum()), "seconds": round(time.perf_counter() - t0, 4),
     }
-
-
-def _share(score: float, baseline: float) -> Optional[float]:
-    """``(score − baseline) / |score|``: how much of the score the history accounts for."""
-    return None if score == 0 else float((score - baseline) / abs(score))
 
 
 def describe(result: dict) -> dict:
@@ -147,4 +144,4 @@ def describe(result: dict) -> dict:
             "statement": f"What each history item adds to {result['item_title']}'s score, averaged over the orders "
                          f"in which the history could be built up (Shapley values, {how}); they sum to the score "
                          "minus the score without any history.",
-            "stats": {"n_history": result["n_history"], "history_share": result["history_share"]}}
+            "stats": {"n_history": result["n_history"], "history share": result["history_share"]}}
