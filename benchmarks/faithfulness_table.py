@@ -60,6 +60,9 @@ MODELS = {
     # epochs of 8192-example batches), early stop on validation Recall@20
     "lightgcn/history": ("lightgcn", _LGCN_HISTORY, {"ml-1m": ["--epochs", "60", "--batch-size", "8192"],
                                                       "*": ["--epochs", "120"]}),
+    # LightGCN with free user embeddings: the same schedule as the history-only mode
+    "lightgcn": ("lightgcn", _LGCN_HISTORY[2:], {"ml-1m": ["--epochs", "60", "--batch-size", "8192"],
+                                                  "*": ["--epochs", "120"]}),
     # seed 002's tuned row at half its epochs (30 instead of 60)
     "resolved": ("resolved", _RESOLVED, {}),
     "vae": ("vae", _RESOLVED, {}),
@@ -71,7 +74,7 @@ PLAN = [(d, m) for m in ("gf-cf", "cheby-cf", "bspm") for d in ("ml-100k", "ml-1
        [("ml-100k", "lightgcn/history"), ("lastfm", "nmf"), ("ml-100k", "nmf"), ("lastfm", "resolved"),
         ("lastfm", "lightgcn/history"), ("lastfm", "vae"), ("ml-1m", "nmf"), ("ml-1m", "bspm"),
         ("ml-1m", "lightgcn/history"), ("ml-100k", "resolved"), ("ml-100k", "vae"), ("ml-1m", "resolved"),
-        ("ml-1m", "vae")]
+        ("ml-1m", "vae"), ("ml-100k", "lightgcn"), ("lastfm", "lightgcn"), ("ml-1m", "lightgcn")]
 N_USERS = 100
 #: per-user keys left out of the cell JSON (their means over users are kept in ``deletion``/``insertion``)
 DROP_PER_USER = ("deletion_score", "insertion_score", "insertion_rank")

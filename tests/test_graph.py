@@ -293,3 +293,48 @@ def test_scores_with_histories_rescores_exactly():
     want = other.score_users(torch.tensor([0])).detach()
     assert torch.allclose(got, want, atol=1e-6)
     assert not torch.allclose(got, same[:1], atol=1e-4)
+
+
+def test_scores_with_histories_removals_equal_a_dense_recomputation():
+    """Removal-only histories (the fast path: zero weights, reduced degrees) and added items (the rebuild)
+    both equal the formula computed densely in numpy on the edited graph: Â' = D'^-1/2 A' D'^-1/2,
+    E = Σ_k α_k Â'^k E⁰, s = E_u · E_items."""
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    from whyrec.graph import scores_with_histories
+
+    rng = np.random.default_rng(3)
+    n_u, n_i, d, K = 9, 11, 4, 3
+    dense = (rng.random((n_u, n_i)) < 0.45).astype(np.float64)
+    dense[:, 0] = 1.0  # item 0: every user, so removing it changes every user's normalization
+    train = sp.csr_matrix(dense.astype(np.float32))
+    emb0 = torch.tensor(rng.standard_normal((n_u + n_i, d)))
+    alphas = [0.1, 0.2, 0.3, 0.4]
+
+    def dense_scores(u, row):
+        R = dense.copy()
+        R[u] = row
+        A = np.block([[np.zeros((n_u, n_u)), R], [R.T, np.zeros((n_i, n_i))]])
+        deg = A.sum(1)
+        dinv = np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0)
+        P = dinv[:, None] * A * dinv[None, :]
+        x, e = emb0.numpy(), alphas[0] * emb0.numpy()
+        for k in range(1, K + 1):
+            x = P @ x
+            e = e + alphas[k] * x
+        return e[u] @ e[n_u:].T
+
+    users, rows = [], []
+    for u in range(n_u):
+        own = np.flatnonzero(dense[u])
+        for keep in (own, own[1:], own[: len(own) // 2], own[:0]):  # all, one removed, half, none left
+            users.append(u)
+            rows.append(np.isin(np.arange(n_i), keep).astype(np.float64))
+    extra = np.flatnonzero(dense[2] == 0)[0]
+    users.append(2)
+    rows.append(np.where(np.arange(n_i) == extra, 1.0, dense[2]))  # an added item: rebuilt
+    got = scores_with_histories(emb0, train, K, alphas, np.array(users), sp.csr_matrix(np.array(rows)))
+    want = np.stack([dense_scores(u, r) for u, r in zip(users, rows)])
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)

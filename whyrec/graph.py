@@ -541,18 +541,51 @@ def scores_with_histories(emb0: Tensor, train, n_layers: int, alphas, users, his
     replaced by ``histories[r]`` (one user at a time), Â is re-normalized and the layer-0
     embeddings ``emb0`` ``(n_users + n_items, d)`` are propagated again.  Returns the
     ``(len(users), n_items)`` scores of every item (on the CPU).
+
+    A history that only removes items (``histories[r] ⊆`` the user's row: every deletion curve
+    and counterfactual search) keeps ``Â``'s structure: the removed edges get weight 0 and
+    ``Â' = D'^-1/2 A' D'^-1/2`` is recomputed on the stored entries with the reduced degrees
+    ``d'_u = d_u − |S|``, ``d'_j = d_j − 1`` (``j ∈ S``): one vectorized pass instead of building
+    the matrix again. Any other history is rebuilt from the edited training matrix.
     """
     n_users = train.shape[0]
     histories = sp.csr_matrix(histories)
     out = torch.empty(len(users), train.shape[1], dtype=emb0.dtype)
-    lil = sp.csr_matrix(train, dtype=np.float32).tolil(copy=True)
+    R = _binary_csr(train)
+    base = normalized_adjacency(R, dtype=emb0.dtype)
+    indptr = base.crow_indices().numpy().astype(np.int64)
+    indices = base.col_indices().numpy().astype(np.int64)
+    rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+    deg = np.diff(indptr).astype(np.float64)
+    np_dtype = torch.empty((), dtype=emb0.dtype).numpy().dtype
+    lil = None
     for r, u in enumerate(np.asarray(users).reshape(-1)):
-        original = lil.rows[u][:], lil.data[u][:]
-        lil.rows[u] = list(histories[r].indices)
-        lil.data[u] = [1.0] * histories[r].nnz
-        adj = normalized_adjacency(lil.tocsr(), device=emb0.device)
+        u = int(u)
+        own = R.indices[R.indptr[u]:R.indptr[u + 1]]
+        h = np.unique(histories[r].indices[histories[r].data != 0])
+        if np.isin(h, own).all():
+            gone = np.setdiff1d(own, h) + n_users  # removed item nodes
+            d = deg.copy()
+            d[u] -= len(gone)
+            d[gone] -= 1.0
+            dinv = np.divide(1.0, np.sqrt(d), out=np.zeros_like(d), where=d > 0)
+            values = dinv[rows] * dinv[indices]
+            lo, hi = indptr[u], indptr[u + 1]  # u's row, then the removed items' entries for u
+            values[lo:hi][np.isin(indices[lo:hi], gone)] = 0.0
+            for j in gone:
+                a, b = indptr[j], indptr[j + 1]
+                values[a:b][indices[a:b] == u] = 0.0
+            adj = _csr_tensor(indptr, indices, values.astype(np_dtype), base.shape[0])
+        else:
+            if lil is None:
+                lil = sp.csr_matrix(train, dtype=np.float32).tolil(copy=True)
+            original = lil.rows[u][:], lil.data[u][:]
+            lil.rows[u] = list(histories[r].indices)
+            lil.data[u] = [1.0] * histories[r].nnz
+            adj = normalized_adjacency(lil.tocsr(), dtype=emb0.dtype)
+            lil.rows[u], lil.data[u] = original
+        adj = adj.to(emb0.device)
         with torch.no_grad():
             e = propagate_final(adj, emb0, n_layers, alphas)
-        out[r] = (e[int(u)] @ e[n_users:].T).cpu()
-        lil.rows[u], lil.data[u] = original
+        out[r] = (e[u] @ e[n_users:].T).cpu()
     return out
