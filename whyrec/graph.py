@@ -45,24 +45,28 @@ from torch import Tensor
 
 def tune_malloc() -> bool:
     """Keep freed memory in glibc's heap instead of handing it back to the kernel after every
-    large free: ``mallopt`` with ``M_MMAP_THRESHOLD`` 32 MiB (its maximum; blocks below it come
-    from the heap, not from a fresh ``mmap``), ``M_TRIM_THRESHOLD`` 1 GiB and ``M_TOP_PAD`` 64 MiB.
-    A LightGCN step allocates and frees several ``(N, d)`` tensors; with glibc's defaults each
-    comes back as fresh zeroed pages (on Gowalla ~7,000-14,000 page faults a step, ~500-1,800
-    with this). The cost: the process keeps its peak heap. Called once when this module is
-    imported; skipped where the C library is not glibc, when ``WHYREC_MALLOC_TUNING=0``, or when
-    the process was started with any of glibc's own ``MALLOC_*_`` tunables set. Returns whether
-    it applied."""
+    large free: ``mallopt`` with ``M_MMAP_MAX`` 0 (no block comes from its own ``mmap``, whatever
+    its size: a fresh ``mmap`` is zeroed pages faulted in one by one on first touch),
+    ``M_MMAP_THRESHOLD`` 32 MiB (in case a later ``mallopt`` turns mmap back on),
+    ``M_TRIM_THRESHOLD`` 1 GiB and ``M_TOP_PAD`` 64 MiB. A LightGCN step allocates and frees
+    several ``(N, d)`` and ``(batch, d)`` tensors; with glibc's defaults each comes back as fresh
+    zeroed pages (on Gowalla ~7,000-14,000 page faults a step, ~500-1,800 with this; at 16M
+    interactions a step's tensors are 150-250 MB each, above any mmap threshold, and the faults
+    were ~20 % of a step). The cost: the process keeps its peak heap, and a heap can fragment (the
+    16M step's peak RSS 4.0 → 5.7 GB). Called once when this module is imported; skipped where
+    the C library is not glibc, when ``WHYREC_MALLOC_TUNING=0``, or when the process was started
+    with any of glibc's own ``MALLOC_*_`` tunables set. Returns whether it applied."""
     if os.environ.get("WHYREC_MALLOC_TUNING", "1") == "0" or any(
-            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")):
+            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                                      "MALLOC_MMAP_MAX_")):
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    m_trim_threshold, m_top_pad, m_mmap_threshold, m_mmap_max = -1, -2, -3, -4
     return all(mallopt(opt, value) == 1 for opt, value in
-               ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+               ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20), (m_mmap_max, 0)))
 
 
 MALLOC_TUNED = tune_malloc()
