@@ -15,8 +15,9 @@ steps (both models train on, so this checks the same training per step). Writes 
 ``--steps-per-epoch S``: batches of ``ceil(n_train / S)`` instead of 65,536 (``bench_scale.py
 --steps-per-epoch``). ``--malloc-ab``: glibc's mmap is switched per step: on (its default,
 ``M_MMAP_MAX`` 65,536) before each base step, off (``M_MMAP_MAX`` 0, :func:`whyrec.graph.tune_malloc`)
-before each new step -- malloc is process-wide, so this is how a malloc setting is compared in one
-process. ``--sample-rounds R``: also time R epochs of negative sampling of each revision
+before each new step. Malloc is process-wide and a heap keeps what a step freed, so the base steps
+reuse the blocks the new steps left in the heap and the ratio comes out ~1.0 (0.98-1.03 measured):
+compare malloc settings with ``bench_malloc_ab.py`` (alternating processes) instead. ``--sample-rounds R``: also time R epochs of negative sampling of each revision
 (``UniformNegativeSampler.sample_epoch``, positives per uniform user), interleaved, and check that
 both draw the same samples. ``--train-npz F``: the training matrix from ``scipy.sparse.save_npz``
 instead of drawing it.
