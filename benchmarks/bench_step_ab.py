@@ -11,6 +11,16 @@ alternating base, new, base, new ... (the order flips every round), so a shared 
 hits both alike. Reported: the median seconds per step of each, their ratio, an epoch estimate
 (steps per epoch × median step) and the largest relative difference of the two losses over the
 steps (both models train on, so this checks the same training per step). Writes JSON.
+
+``--steps-per-epoch S``: batches of ``ceil(n_train / S)`` instead of 65,536 (``bench_scale.py
+--steps-per-epoch``). ``--malloc-ab``: glibc's mmap is switched per step: on (its default,
+``M_MMAP_MAX`` 65,536) before each base step, off (``M_MMAP_MAX`` 0, :func:`whyrec.graph.tune_malloc`)
+before each new step. Malloc is process-wide and a heap keeps what a step freed, so the base steps
+reuse the blocks the new steps left in the heap and the ratio comes out ~1.0 (0.98-1.03 measured):
+compare malloc settings with ``bench_malloc_ab.py`` (alternating processes) instead. ``--sample-rounds R``: also time R epochs of negative sampling of each revision
+(``UniformNegativeSampler.sample_epoch``, positives per uniform user), interleaved, and check that
+both draw the same samples. ``--train-npz F``: the training matrix from ``scipy.sparse.save_npz``
+instead of drawing it.
 """
 
 from __future__ import annotations
@@ -55,6 +65,10 @@ def import_revision(rev: str, into: Path):
 
 
 def load_train(args):
+    if args.train_npz:
+        import scipy.sparse as sp
+
+        return sp.load_npz(args.train_npz).tocsr()
     if args.scale == "gowalla":
         from bench_lightgcn_epoch import load_gowalla
 
@@ -69,7 +83,14 @@ def load_train(args):
     return official_split(data).matrices(data)[0]
 
 
-def make_step(pkg, train, weights, users, pos, neg, reg):
+def set_mmap(on: bool) -> None:
+    """glibc's ``M_MMAP_MAX``: its default (65,536) or 0 (no mmap'd blocks)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").mallopt(-4, 65536 if on else 0)
+
+
+def make_step(pkg, train, weights, users, pos, neg, reg, bs):
     import torch
 
     models = importlib.import_module(pkg.__name__ + ".models")
@@ -78,7 +99,6 @@ def make_step(pkg, train, weights, users, pos, neg, reg):
     model.load_state_dict(weights)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=FAST["lr"])
-    bs = FAST["batch_size"]
 
     def step(b: int) -> float:
         sl = slice((b * bs) % len(users), (b * bs) % len(users) + bs)
@@ -100,6 +120,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30, help="timed steps of each implementation")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--steps-per-epoch", type=int, default=None, help="batch ceil(n_train / S) instead of 65,536")
+    ap.add_argument("--malloc-ab", action="store_true", help="mmap on for the base steps, off for the new ones")
+    ap.add_argument("--sample-rounds", type=int, default=0, help="also time this many epochs of sampling of each")
+    ap.add_argument("--train-npz", default=None, help="training matrix saved with scipy.sparse.save_npz")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step_ab.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -117,27 +141,47 @@ def main() -> None:
     from whyrec.models import LightGCN, LightGCNConfig
 
     weights = LightGCN(*train.shape, LightGCNConfig(dim=64, n_layers=3)).state_dict()
+    load_start = os.getloadavg()
+    sample_times = {"base": [], "new": []}
+    if args.sample_rounds:
+        base_sampling = importlib.import_module(base.__name__ + ".train.sampling")
+        samplers = {"base": base_sampling.UniformNegativeSampler(train, seed=args.seed, positives="users"),
+                    "new": UniformNegativeSampler(train, seed=args.seed, positives="users")}
+        drawn = {}
+        for r in range(args.sample_rounds):
+            for name in (("base", "new") if r % 2 else ("new", "base")):
+                t = time.perf_counter()
+                drawn[name] = samplers[name].sample_epoch(r + 1)
+                sample_times[name].append(time.perf_counter() - t)
+            same_samples = all((a == b).all() for a, b in zip(drawn["base"], drawn["new"]))
+            if not same_samples:
+                raise SystemExit(f"the two samplers drew different samples in epoch {r + 1}")
+        del drawn, samplers
     users, pos, neg = (torch.from_numpy(a) for a in UniformNegativeSampler(train, seed=args.seed, positives="users")
                        .sample_epoch(1))
-    steps = {name: make_step(pkg, train, weights, users, pos, neg, FAST["reg"]) for name, pkg in
+    bs = math.ceil(len(users) / args.steps_per_epoch) if args.steps_per_epoch else FAST["batch_size"]
+    steps = {name: make_step(pkg, train, weights, users, pos, neg, FAST["reg"], bs) for name, pkg in
              (("base", base), ("new", whyrec))}
-    load_start = os.getloadavg()
     times = {name: [] for name in steps}
     loss = {name: [] for name in steps}
     for b in range(args.rounds + 1):  # step 0: warm-up, not timed
         for name in (("base", "new") if b % 2 else ("new", "base")):
+            if args.malloc_ab:
+                set_mmap(name == "base")
             t = time.perf_counter()
             loss[name].append(steps[name](b))
             if b:
                 times[name].append(time.perf_counter() - t)
     med = {name: statistics.median(v) for name, v in times.items()}
-    steps_per_epoch = math.ceil(train.nnz / FAST["batch_size"])
+    steps_per_epoch = math.ceil(train.nnz / bs)
     out = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "base": args.base,
         "base_commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", args.base], capture_output=True,
                                       text=True).stdout.strip(),
         "new": "working tree", "scale": args.scale, "n_users": train.shape[0], "n_items": train.shape[1],
-        "n_train": int(train.nnz), "preset": FAST, "threads": args.threads, "rounds": args.rounds,
+        "n_train": int(train.nnz), "preset": {**FAST, "batch_size": bs}, "threads": args.threads,
+        "rounds": args.rounds, "malloc_ab": args.malloc_ab,
+        "sample_s_all": sample_times, "sample_s_median": {k: statistics.median(v) for k, v in sample_times.items() if v},
         "s_per_step_median": med, "s_per_step_all": times, "new_over_base": med["new"] / med["base"],
         "steps_per_epoch": steps_per_epoch, "epoch_s_estimate": {k: v * steps_per_epoch for k, v in med.items()},
         "loss_max_rel_diff": max(abs(a - b) / abs(a) for a, b in zip(loss["base"], loss["new"])),
@@ -145,7 +189,7 @@ def main() -> None:
         "load_average_start": load_start, "load_average_end": os.getloadavg(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
     }
-    print(json.dumps({k: out[k] for k in ("s_per_step_median", "new_over_base", "epoch_s_estimate",
+    print(json.dumps({k: out[k] for k in ("s_per_step_median", "new_over_base", "epoch_s_estimate", "sample_s_median",
                                           "loss_max_rel_diff", "load_average_start", "load_average_end")}))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -145,3 +145,50 @@ def test_malloc_tuning_applies_once_and_can_be_turned_off():
     glibc = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
     assert on.stdout.strip() == str(glibc) and off.stdout.strip() == "False"
     assert isinstance(graph.MALLOC_TUNED, bool)
+
+
+def test_heap_only_takes_large_blocks_from_the_heap_and_restores_mmap():
+    """Inside ``heap_only`` a 64 MiB tensor (above the 32 MiB mmap threshold) is carved from glibc's heap
+    (its address lies in the process's ``[heap]`` mapping), where a freed block is reused without page
+    faults; outside, it is its own ``mmap`` (outside ``[heap]``, faulted in again every time: 16,384
+    faults of 4 KiB pages). Re-entrant: only the outermost exit turns mmap back on. In a fresh process, so
+    that no earlier test's heap holds a free block of that size; nothing is timed."""
+    import os
+    import subprocess
+    import sys
+
+    import whyrec.graph as graph
+
+    if not graph.MALLOC_TUNED:
+        pytest.skip("malloc tuning not applied here (not glibc, or turned off)")
+    code = """
+import resource, torch, whyrec.graph as graph
+
+def in_heap():
+    heap = [l.split()[0].split("-") for l in open("/proc/self/maps") if "[heap]" in l]
+    x = torch.empty(16 << 20)  # 64 MiB
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x.fill_(1.0)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    heap = [l.split()[0].split("-") for l in open("/proc/self/maps") if "[heap]" in l]
+    inside = any(int(a, 16) <= x.data_ptr() < int(b, 16) for a, b in heap)
+    del x
+    return int(inside), faults
+
+out = [in_heap(), in_heap()]
+with graph.heap_only():
+    with graph.heap_only():
+        out += [in_heap(), in_heap()]
+    out.append((graph._HEAP_ONLY_DEPTH, 0))
+    out.append(in_heap())
+out.append((graph._HEAP_ONLY_DEPTH, 0))
+out.append(in_heap())
+print(" ".join(f"{a},{b}" for a, b in out))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "WHYREC_MALLOC_TUNING"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    rows = [tuple(map(int, r.split(","))) for r in out.stdout.split()]
+    (h0, f0), (h1, f1), (h2, _), (h3, _), (depth, _), (h4, _), (depth_after, _), (h5, f5) = rows
+    assert (h0, h1, h5) == (0, 0, 0) and min(f0, f1, f5) > 8_000  # its own mmap, faulted in each time
+    assert (h2, h3, h4) == (1, 1, 1)  # from the heap
+    assert depth == 1 and depth_after == 0

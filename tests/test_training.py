@@ -94,6 +94,31 @@ def test_sampler_is_deterministic():
     assert not np.array_equal(a[2], c[2]) and not np.array_equal(a[2], d[2])
 
 
+def test_sorted_membership_equals_direct_search(monkeypatch):
+    """Past ``SORTED_QUERIES_MIN`` queries ``is_positive`` sorts them first (packed ``np.sort``, or
+    ``argsort`` when value and position do not fit in 63 bits): the same answers as np.isin, and
+    the same epoch's samples as the unsorted search."""
+    import whyrec.train.sampling as sampling
+
+    R = sp.random(300, 500, density=0.05, random_state=1, format="csr")
+    s = UniformNegativeSampler(R, seed=3, positives="users")
+    rng = np.random.default_rng(0)
+    coo = R.tocoo()
+    hit = rng.integers(0, R.nnz, 50_000)
+    users = np.concatenate([rng.integers(0, 300, 50_000), coo.row[hit]]).astype(np.int64)
+    items = np.concatenate([rng.integers(0, 500, 50_000), coo.col[hit]]).astype(np.int64)
+    truth = np.isin(users * 500 + items, coo.row.astype(np.int64) * 500 + coo.col)
+    assert 50_000 < truth.sum() < 100_000 and np.array_equal(s.is_positive(users, items), truth)
+    order, qs = sampling._sorted_order(users * 500 + items, 300 * 500)
+    assert np.array_equal(qs, np.sort(users * 500 + items)) and np.array_equal((users * 500 + items)[order], qs)
+    order2, qs2 = sampling._sorted_order(users * 500 + items, 1 << 62)  # too large to pack: argsort
+    assert np.array_equal(qs2, qs) and np.array_equal(np.sort(order2), np.arange(users.size))
+    a = s.sample_epoch(2)
+    monkeypatch.setattr(sampling, "SORTED_QUERIES_MIN", 1 << 62)  # never sort
+    for x, y in zip(a, UniformNegativeSampler(R, seed=3, positives="users").sample_epoch(2)):
+        assert np.array_equal(x, y)
+
+
 def test_sampler_rejects_user_with_every_item():
     R = sp.csr_matrix(np.array([[1, 1, 1], [1, 0, 0]], dtype=np.float32))
     with pytest.raises(ValueError, match="every item"):

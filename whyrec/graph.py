@@ -35,6 +35,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 import numpy as np
@@ -49,25 +50,69 @@ def tune_malloc() -> bool:
     from the heap, not from a fresh ``mmap``), ``M_TRIM_THRESHOLD`` 1 GiB and ``M_TOP_PAD`` 64 MiB.
     A LightGCN step allocates and frees several ``(N, d)`` tensors; with glibc's defaults each
     comes back as fresh zeroed pages (on Gowalla ~7,000-14,000 page faults a step, ~500-1,800
-    with this). The cost: the process keeps its peak heap. Called once when this module is
-    imported; skipped where the C library is not glibc, when ``WHYREC_MALLOC_TUNING=0``, or when
-    the process was started with any of glibc's own ``MALLOC_*_`` tunables set. Returns whether
-    it applied."""
+    with this). The cost: the process keeps its peak heap. Blocks of 32 MiB and more still get
+    their own ``mmap`` outside :func:`heap_only`. Called once when this module is imported;
+    skipped where the C library is not glibc, when ``WHYREC_MALLOC_TUNING=0``, or when the process
+    was started with any of glibc's own ``MALLOC_*_`` tunables set. Returns whether it applied."""
+    global _MALLOPT, _MALLOC_TRIM
     if os.environ.get("WHYREC_MALLOC_TUNING", "1") == "0" or any(
-            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")):
+            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                                      "MALLOC_MMAP_MAX_")):
         return False
     try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    return all(mallopt(opt, value) == 1 for opt, value in
-               ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+    ok = all(mallopt(opt, value) == 1 for opt, value in
+             ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+    if ok:
+        _MALLOPT, _MALLOC_TRIM = mallopt, malloc_trim
+    return ok
+
+
+_MALLOPT = _MALLOC_TRIM = None
+_M_MMAP_MAX, _GLIBC_MMAP_MAX = -4, 65536  # mallopt's M_MMAP_MAX and glibc's default for it
+_HEAP_ONLY_DEPTH = 0
+_HEAP_ONLY_LOCK = threading.Lock()
+
+
+@contextmanager
+def heap_only():
+    """Within the block, no block of memory gets its own ``mmap`` (``M_MMAP_MAX`` 0): every
+    allocation, however large, comes from glibc's heap and what is freed there is reused without
+    page faults; on leaving the outermost block, ``mmap`` is allowed again and ``malloc_trim(0)``
+    gives the heap's free pages back to the kernel. :class:`whyrec.train.Trainer` runs every
+    training epoch in it: at 4M-16M interactions with 13 steps an epoch a step's big tensors (the
+    ``(N, d)`` layers and gradients, the ``(batch, d)`` rows, 40-250 MB each) are above the 32 MiB
+    mmap threshold, so each came back as fresh zeroed pages, faulted in one by one (a 16M step: 5.6
+    → 4.4 s, ``docs/scale.md``). The cost: inside, the heap holds the epoch's peak and can fragment
+    (16M: a training process's peak RSS 4.0 → 5.7 GB); the trim at the end returns it. Re-entrant;
+    nothing happens where :func:`tune_malloc` did not apply (``MALLOC_TUNED`` false)."""
+    global _HEAP_ONLY_DEPTH
+    if _MALLOPT is None:
+        yield
+        return
+    with _HEAP_ONLY_LOCK:
+        _HEAP_ONLY_DEPTH += 1
+        if _HEAP_ONLY_DEPTH == 1:
+            _MALLOPT(_M_MMAP_MAX, 0)
+    try:
+        yield
+    finally:
+        with _HEAP_ONLY_LOCK:
+            _HEAP_ONLY_DEPTH -= 1
+            if _HEAP_ONLY_DEPTH == 0:
+                _MALLOPT(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
+                _MALLOC_TRIM(0)
 
 
 MALLOC_TUNED = tune_malloc()
 
 __all__ = [
+    "tune_malloc",
+    "heap_only",
     "normalized_adjacency",
     "AdjacencyCache",
     "cached_normalized_adjacency",

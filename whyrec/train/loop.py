@@ -393,7 +393,14 @@ class Trainer:
         return hist
 
     def _train_epoch(self, epoch: int) -> dict:
-        """One epoch of the objective's minibatch steps -> its row of the history."""
+        """One epoch of the objective's minibatch steps -> its row of the history, in
+        :func:`whyrec.graph.heap_only` (a step's freed tensors are reused, not faulted in again)."""
+        from ..graph import heap_only
+
+        with heap_only():
+            return self._train_epoch_steps(epoch)
+
+    def _train_epoch_steps(self, epoch: int) -> dict:
         self.model.train()
         t0 = time.perf_counter()
         lr = epoch_lr(self.config, epoch)

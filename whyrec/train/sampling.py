@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["UniformNegativeSampler", "POSITIVE_SAMPLING", "check_positives"]
+__all__ = ["UniformNegativeSampler", "POSITIVE_SAMPLING", "SORTED_QUERIES_MIN", "check_positives"]
 
 POSITIVE_SAMPLING = ("interactions", "users")
 
@@ -36,6 +36,23 @@ def check_positives(value: str, label: str = "positives") -> str:
     if value not in POSITIVE_SAMPLING:
         raise ValueError(f"{label} must be one of {', '.join(POSITIVE_SAMPLING)}; got {value!r}")
     return value
+
+
+#: from this many queries on, :meth:`UniformNegativeSampler.is_positive` sorts them before searching
+SORTED_QUERIES_MIN = 1 << 15
+
+
+def _sorted_order(q: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, q[order])`` with ``q[order]`` ascending, for int64 ``q`` in ``[0, bound)``. When
+    the position fits beside the value in 63 bits, one ``np.sort`` of ``q << b | position`` (numpy's
+    vectorised sort, several times faster than ``argsort``); otherwise ``argsort``."""
+    n = q.size
+    b = max(1, int(n - 1).bit_length())
+    if int(bound) < 1 << (63 - b):
+        packed = np.sort((q << b) | np.arange(n, dtype=np.int64))
+        return packed & ((1 << b) - 1), packed >> b
+    order = np.argsort(q, kind="stable")
+    return order, q[order]
 
 
 class UniformNegativeSampler:
@@ -69,13 +86,23 @@ class UniformNegativeSampler:
         self.n_interactions = len(self.items)
 
     def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Vectorised membership test ``(u, i) ∈ train`` -> bool array."""
+        """Vectorised membership test ``(u, i) ∈ train`` -> bool array.
+
+        A binary search of the sorted keys per query; from :data:`SORTED_QUERIES_MIN` queries on,
+        the queries are sorted first (:func:`_sorted_order`), so that consecutive searches walk
+        the same few cache lines of the keys instead of ~log2(nnz) random ones each (an epoch's
+        12.8M queries into 12.8M keys: 25 s unsorted, ~1.5 s sorted). Same result either way."""
         q = np.asarray(users, dtype=np.int64) * self.n_items + np.asarray(items, dtype=np.int64)
         if self.keys.size == 0:
             return np.zeros(q.shape, dtype=bool)
-        pos = np.searchsorted(self.keys, q)
-        pos = np.minimum(pos, self.keys.size - 1)
-        return self.keys[pos] == q
+        if q.ndim != 1 or q.size < SORTED_QUERIES_MIN:
+            pos = np.minimum(np.searchsorted(self.keys, q), self.keys.size - 1)
+            return self.keys[pos] == q
+        order, qs = _sorted_order(q, self.n_users * self.n_items)
+        pos = np.minimum(np.searchsorted(self.keys, qs), self.keys.size - 1)
+        out = np.empty(q.shape, dtype=bool)
+        out[order] = self.keys[pos] == qs
+        return out
 
     def negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One uniform non-positive item per entry of ``users``."""
