@@ -16,10 +16,17 @@ import whyrec
 from conftest import cli_fails, cli_ok, dataset_dir
 from whyrec.device import resolve_device
 from whyrec.models import LightGCN, LightGCNConfig
-from whyrec.models.base import CUDA, can
+from whyrec.models.base import CUDA, Recommender, can
+from whyrec.models.bspm import BSPM
+from whyrec.models.cheby_cf import ChebyCF
 from whyrec.models.gf_cf import GFCF
+from whyrec.models.nmf import NMFRecommender
 
 NO_CUDA = not torch.cuda.is_available()
+
+
+class CPUOnly(Recommender):
+    """A model that declares no :data:`CUDA` (every whyrec model now computes on CUDA; the rule stays)."""
 
 
 def commands(run, tmp_path):
@@ -105,13 +112,15 @@ def test_resolver_rules_with_a_pretended_cuda(monkeypatch):
     train = sp.random(20, 15, density=0.3, format="csr", random_state=0, dtype=np.float32)
     train.data[:] = 1
     graph_model = LightGCN(20, 15, LightGCNConfig(dim=4))
-    scipy_model = GFCF(train)
-    assert can(graph_model, CUDA) and not can(scipy_model, CUDA)
-    assert resolve_device("auto", graph_model) == torch.device("cuda")
-    assert resolve_device("auto", scipy_model) == torch.device("cpu")  # auto: where the model computes
-    assert resolve_device("cuda:0", graph_model) == torch.device("cuda", 0)
-    with pytest.raises(ValueError, match="GFCF computes on the CPU"):
-        resolve_device("cuda", scipy_model)
+    filters = [GFCF(train), BSPM(train), ChebyCF(train), NMFRecommender(20, 15)]  # torch, CUDA included
+    cpu_model = CPUOnly(20, 15)
+    assert can(graph_model, CUDA) and all(can(m, CUDA) for m in filters) and not can(cpu_model, CUDA)
+    for model in (graph_model, *filters):
+        assert resolve_device("auto", model) == torch.device("cuda")
+        assert resolve_device("cuda:0", model) == torch.device("cuda", 0)
+    assert resolve_device("auto", cpu_model) == torch.device("cpu")  # auto: where the model computes
+    with pytest.raises(ValueError, match="CPUOnly computes on the CPU"):
+        resolve_device("cuda", cpu_model)
     with pytest.raises(ValueError, match="has 1 CUDA device"):
         resolve_device("cuda:3")
     with pytest.raises(ValueError, match="unsupported device 'meta'"):

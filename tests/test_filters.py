@@ -294,7 +294,7 @@ def test_capabilities_are_declared_not_probed():
     from whyrec.models.resolved import Resolved
 
     assert {c for c in (RESCORE, NEW_ROW, EXACT_HISTORY, DOT, CUDA) if can(FILTERS[0], c)} == {RESCORE, NEW_ROW,
-                                                                                              EXACT_HISTORY}
+                                                                                              EXACT_HISTORY, CUDA}
     assert LightGCN.capabilities == {DOT, GRAPH, FOLD_IN, CUDA} and MF.capabilities == {DOT, CUDA}
-    assert NMFRecommender.capabilities == {DOT, RESCORE} and Resolved.capabilities == {RESCORE, INTRINSIC, CUDA}
+    assert NMFRecommender.capabilities == {DOT, RESCORE, CUDA} and Resolved.capabilities == {RESCORE, INTRINSIC, CUDA}
     assert Popularity.capabilities == {CUDA} and not can(object(), RESCORE)
