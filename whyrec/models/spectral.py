@@ -249,11 +249,15 @@ class LinearFilter(Recommender):
         self._cache = {}
 
     def _cached(self, name: str, make):
-        """``make()`` kept until the weights, the config or the device change."""
-        key = (name, dataclasses.astuple(self.config), str(self.device))
-        value = self._cache.get(key)
+        """``make()`` kept until the weights, the config or the device change. Only the current
+        setting's values are kept (selection tries settings one after another: its memory stays that
+        of one setting, e.g. one ``n_items × k`` factor)."""
+        setting = (dataclasses.astuple(self.config), str(self.device))
+        if self._cache.get(None) != setting:
+            self._cache = {None: setting}
+        value = self._cache.get(name)
         if value is None:
-            value = self._cache[key] = make()
+            value = self._cache[name] = make()
         return value
 
     def item_power(self, p: float) -> Tensor:
