@@ -4,6 +4,7 @@ fit on ML-100K through the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -294,7 +295,135 @@ def test_capabilities_are_declared_not_probed():
     from whyrec.models.resolved import Resolved
 
     assert {c for c in (RESCORE, NEW_ROW, EXACT_HISTORY, DOT, CUDA) if can(FILTERS[0], c)} == {RESCORE, NEW_ROW,
-                                                                                              EXACT_HISTORY}
+                                                                                              EXACT_HISTORY, CUDA}
     assert LightGCN.capabilities == {DOT, GRAPH, FOLD_IN, CUDA} and MF.capabilities == {DOT, CUDA}
-    assert NMFRecommender.capabilities == {DOT, RESCORE} and Resolved.capabilities == {RESCORE, INTRINSIC, CUDA}
+    assert NMFRecommender.capabilities == {DOT, RESCORE, CUDA} and Resolved.capabilities == {RESCORE, INTRINSIC, CUDA}
     assert Popularity.capabilities == {CUDA} and not can(object(), RESCORE)
+
+
+# ------------------------------------------------------------------------------------------------ #
+# the torch path (what runs on CUDA too) against scipy sparse products
+# ------------------------------------------------------------------------------------------------ #
+def scipy_scores(model, X: sp.csr_matrix) -> np.ndarray:
+    """The model's filter on rows ``X`` with scipy sparse products and numpy in float64, from the same
+    basis and settings: ``X P̃ = (X R̃^T) R̃`` and the rank-k term as ``((X ⊙ a) V_k) M^T``."""
+    Rn = sp.csr_matrix(model.graph.Rn, dtype=np.float64)
+    X = sp.csr_matrix(X, dtype=np.float64)
+    V = model.V.double().numpy()
+    prop = lambda Y: np.asarray(Rn.T @ (Rn @ (Y.toarray() if sp.issparse(Y) else Y).T)).T  # noqa: E731
+    pw = model.graph.item_power
+    if isinstance(model, GFCF):
+        return prop(X) + model.config.alpha * np.asarray(X @ sp.diags(pw(-0.5)) @ V) @ (V * pw(0.5)[:, None]).T
+    if isinstance(model, BSPM):
+        def poly(coeffs, Y):  # Σ c_n Y P̃^n by Horner's rule, Y dense (b, n)
+            out = coeffs[-1] * Y
+            for c in coeffs[-2::-1]:
+                out = prop(out) + c * Y
+            return out
+        p, q = model.polynomials()
+        right = poly(q, (V * pw(0.5)[:, None]).T).T   # q(P̃) D^{1/2} V_k
+        return poly(p, X.toarray()) + model.config.beta * np.asarray(X @ sp.diags(pw(-0.5)) @ V) @ right.T
+    c = model.config
+    xn = (X @ sp.diags(pw(-c.beta))).toarray()
+    coeffs = model.coefficients
+    lap = lambda Y: Y - 2 * prop(Y)  # noqa: E731
+    prev, cur = xn, lap(xn)
+    out = coeffs[0] * prev + (coeffs[1] * cur if len(coeffs) > 1 else 0)
+    for ck in coeffs[2:]:
+        prev, cur = cur, 2 * lap(cur) - prev
+        out = out + ck * cur
+    return (out + c.alpha * (xn @ V) @ V.T) * pw(c.beta)[None, :]
+
+
+def larger_graph(seed=5, n_users=150, n_items=90) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    R = (rng.random((n_users, n_items)) < rng.random(n_items)[None, :] * 0.2).astype(np.float32)
+    R[:, 11] = 0.0
+    R[3, :] = 0.0
+    return sp.csr_matrix(R)
+
+
+TORCH_FILTERS = [(GFCF, GFCFConfig(rank=12, alpha=0.4)),
+                 (BSPM, BSPMConfig(rank=12, K_s=2, K_b=2, T_s=1.5)),
+                 (BSPM, BSPMConfig(rank=12, merge="late", solver="euler", t_point_combination=True)),
+                 (ChebyCF, ChebyCFConfig(rank=12, order=6))]
+
+
+@pytest.mark.parametrize("cls,config", TORCH_FILTERS, ids=["gf-cf", "bspm-em", "bspm-lm", "cheby-cf"])
+def test_torch_scoring_equals_scipy_products(cls, config):
+    """Every scoring entry point (training users, changed histories, a new row, the exact history
+    terms) runs in torch on the model's device; on the CPU it equals a scipy/numpy evaluation of the
+    same filter, whatever the block size."""
+    train = larger_graph()
+    model = cls(train, config).fit_basis(seed=1)
+    expected = scipy_scores(model, model.graph.R)
+    np.testing.assert_allclose(model_scores(model), expected, rtol=1e-4, atol=1e-5)
+    model.block = 7  # blocks that do not divide the users
+    np.testing.assert_allclose(model_scores(model), expected, rtol=1e-4, atol=1e-5)
+    changed = train[[0, 3, 9]].tolil()
+    changed[2, 11] = 5.0  # any stored value counts once, an item without training users too
+    changed = changed.tocsr()
+    changed.data[changed.indptr[0]] = 0  # a removed item (kept as an explicit zero: not in the history)
+    want = scipy_scores(model, (changed != 0).astype(np.float32))
+    got = model.score_histories(changed)
+    assert got.device == model.device and got.shape == (3, model.n_items)
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-5)
+    hist = train[9].indices
+    np.testing.assert_allclose(model.score_items(hist).double().numpy(), expected[9], rtol=1e-4, atol=1e-5)
+    terms = model.history_contributions(np.r_[hist, hist[:1]], np.arange(model.n_items)).double().numpy()
+    unit = sp.csr_matrix((np.ones(len(hist) + 1), (np.arange(len(hist) + 1), np.r_[hist, hist[:1]])),
+                         shape=(len(hist) + 1, model.n_items))
+    np.testing.assert_allclose(terms, scipy_scores(model, unit), rtol=1e-4, atol=1e-5)
+    pairs = model(torch.tensor([9, 0, 9]), torch.tensor([1, 2, 3]))
+    np.testing.assert_allclose(pairs.double().numpy(), expected[[9, 0, 9], [1, 2, 3]], rtol=1e-4, atol=1e-5)
+
+
+def test_sparse_rows_in_torch_equal_scipy():
+    """The block of rows the filters start from (:class:`whyrec.models.spectral.Rows`): its gather
+    ``R̃ X``, ``P̃ X``, ``V^T X``, dense ``X`` and scaling equal scipy's, duplicates and empty rows included."""
+    from whyrec.models.spectral import Rows
+
+    train = larger_graph(7)
+    model = GFCF(train, GFCFConfig(rank=10)).fit_basis()
+    rows = sp.csr_matrix((np.array([1, 2, 1, 1, 3], np.float32), np.array([4, 4, 0, 11, 89]),
+                          np.array([0, 2, 2, 5])), shape=(3, model.n_items))  # a duplicate, an empty row
+    assert not rows.has_canonical_format
+    ref = sp.csr_matrix(rows, copy=True)
+    ref.sum_duplicates()
+    ref = ref.astype(np.float64)
+    Rn = model.graph.Rn.astype(np.float64)
+    block = Rows.of(model, rows)
+    np.testing.assert_allclose(block.times(model._RnT).double().numpy(), (Rn @ ref.T).toarray(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(block.propagate().double().numpy(), (Rn.T @ (Rn @ ref.T)).toarray(), rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(block.dense().double().numpy(), ref.T.toarray())
+    V = model.V
+    np.testing.assert_allclose(block.project(V).double().numpy(), (ref @ V.double().numpy()).T, rtol=1e-5, atol=1e-7)
+    w = np.linspace(0.5, 2.0, model.n_items)
+    scaled = block.scaled(torch.from_numpy(w.astype(np.float32)))
+    np.testing.assert_allclose(scaled.dense().double().numpy(), (ref @ sp.diags(w)).T.toarray(), rtol=1e-6)
+    assert rows.nnz == 5 and not rows.has_canonical_format  # the caller's matrix is left as it was
+    empty = Rows.of(model, sp.csr_matrix((2, model.n_items), dtype=np.float32))
+    assert empty.propagate().abs().sum() == 0 and empty.project(V).shape == (10, 2)
+
+
+@pytest.mark.parametrize("cls,config", TORCH_FILTERS[:1] + TORCH_FILTERS[2:], ids=["gf-cf", "bspm", "cheby-cf"])
+def test_the_operator_moves_with_the_model_and_is_not_saved(cls, config, tmp_path):
+    """``R̃``/``R̃^T`` are non-persistent buffers: they follow ``.to()`` (any ``_apply``), the caches
+    derived on the old device are dropped, and the state dict holds what it did before: the basis."""
+    from whyrec.train.checkpoint import load_weights, save_weights
+
+    train = larger_graph(2)
+    model = cls(train, config).fit_basis(seed=0)
+    before = model_scores(model)
+    assert set(model.state_dict()) == {"basis", "singular_values"}
+    assert {name for name, _ in model.named_buffers()} == {"_Rn", "_RnT", "basis", "singular_values"}
+    old_op = model._RnT
+    assert model._cache
+    assert model.to("cpu") is model and model.device.type == "cpu"
+    model._apply(lambda t: t.clone())  # what .to(another device) does to every buffer
+    assert model._RnT is not old_op and not model._cache
+    np.testing.assert_allclose(model_scores(model), before, rtol=1e-6, atol=1e-7)
+    save_weights(model, tmp_path / "w.safetensors")
+    again = load_weights(cls(train, dataclasses.replace(config)), tmp_path / "w.safetensors")
+    np.testing.assert_allclose(model_scores(again), before, rtol=1e-6, atol=1e-7)

@@ -2,9 +2,9 @@
 ``device=`` of :func:`whyrec.load`, :meth:`whyrec.run.Run.to` and :func:`whyrec.fit`.
 
 ``auto`` is CUDA when torch sees a CUDA device **and** the model computes there (it declares
-:data:`whyrec.models.base.CUDA`), else the CPU. Asking for ``cuda`` where there is none, or for a
-model that computes with scipy on the CPU (the graph filters, NMF), is a :class:`ValueError` with one
-line saying so — never a silent fallback.
+:data:`whyrec.models.base.CUDA`; every whyrec model does, the graph filters and NMF included), else
+the CPU. Asking for ``cuda`` where there is none, or for a model that does not declare ``CUDA``, is a
+:class:`ValueError` with one line saying so — never a silent fallback.
 """
 
 from __future__ import annotations
@@ -40,6 +40,6 @@ def resolve_device(device="auto", model=None):
             raise ValueError(f"device {str(device)!r} asked for, but this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s)")
         if not cuda_ok:
-            raise ValueError(f"{type(model).__name__} computes on the CPU (scipy sparse products), not on "
+            raise ValueError(f"{type(model).__name__} computes on the CPU only, not on "
                              f"{str(device)!r}; use --device cpu or auto")
     return dev

@@ -136,7 +136,7 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
     net = recipe.build(inputs, plan.model_config)
     from .device import resolve_device
 
-    resolve_device(device, net)  # a device that is not here, or a CPU-only model on cuda: one line, now
+    target = resolve_device(device, net)  # a device that is not here, or a CPU-only model on cuda: one line, now
     config = TrainConfig(**plan.train_values, seed=seed, patience=patience or None, device=device,
                          num_threads=threads, resume=resume)
     strategy = from_environment(device)  # torchrun: data-parallel; rank 0 alone reports and writes
@@ -144,6 +144,9 @@ def run_training(plan: TrainingPlan, data, *, split: Optional[str] = None, seed:
     if recipe.summary is not None and lead:
         print(f"note: {recipe.summary(net, config)}", file=sys.stderr)
     if recipe.fit is not None:  # fitted in closed form, by rank 0 alone (the others wait in close)
+        # on the device from the start: the fit itself runs on the CPU (an SVD, scikit-learn's NMF) and
+        # puts its result on the model's device, where selection and evaluation then score
+        net.to(target)
         hist = recipe.fit(net, inputs, monitor_m, config, plan.model_config, progress) if lead else None
         shards = None
     else:

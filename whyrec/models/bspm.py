@@ -36,6 +36,10 @@ Gowalla (the setting of the paper's 0.1920, from the authors' README): EM, blur 
 Euler step; sharpen ``T_s = 2.5``, one RK4 step; IDL ``k = 448``, ``β = 0.2``, solved with one Euler
 step of ``T = 1`` (which makes ``r_idl`` the projection above). Items without training users get
 ``D_I^{1/2} = 0``.
+
+Scoring runs in torch on the model's device (CPU or CUDA, :mod:`whyrec.models.spectral`), the
+polynomials' propagations and the IDL factor included; the SVD that fits ``V_k`` runs on the CPU and
+the basis is then moved to the device.
 """
 
 from __future__ import annotations
@@ -154,9 +158,8 @@ class BSPM(LinearFilter):
         """``q(P̃) D^{1/2} V_k`` ``(n_items, k)``: the IDL term's right factor (computed once)."""
         def make():
             _, q = self.polynomials()
-            d_half = torch.from_numpy(self.graph.item_power(0.5).astype(np.float32)).unsqueeze(1)
             with torch.no_grad():
-                return self.apply_polynomial(q, d_half * self.V).contiguous()
+                return self.apply_polynomial(q, self.item_power(0.5).unsqueeze(1) * self.V).contiguous()
         return self._cached("idl_right", make)
 
     def low_rank_factors(self):
@@ -166,7 +169,7 @@ class BSPM(LinearFilter):
         p, _ = self.polynomials()
         out = self.apply_polynomial(p, rows.dense(), rows)
         if self.config.beta:
-            low = rows.scaled(self.graph.item_power(-0.5)).project(self.V)  # V^T D^-1/2 x, (k, b)
+            low = rows.scaled(self.item_power(-0.5)).project(self.V)  # V^T D^-1/2 x, (k, b)
             out.addmm_(self.idl_right(), low, alpha=float(self.config.beta))
         return out
 

@@ -28,6 +28,10 @@ values ``h_j`` are taken at the Chebyshev–Lobatto points ``cos((K - j)/K π)``
 "code"``, the default, reproduces their numbers; ``nodes="exact"`` evaluates ``h`` at the nodes
 themselves). Gowalla: ``K = 8, φ = 1.5, η = 512, α = 0.2, β = 0.4`` (their config file). Items
 without training users get ``d^{±β} = 0``.
+
+Scoring runs in torch on the model's device (CPU or CUDA, :mod:`whyrec.models.spectral`): the
+recurrence's propagations and the ideal pass term; the SVD that fits ``V_η`` runs on the CPU and the
+basis is then moved to the device.
 """
 
 from __future__ import annotations
@@ -100,13 +104,16 @@ class ChebyCF(LinearFilter):
         return self.propagate(X).mul_(-2.0).add_(X)
 
     def low_rank_factors(self):
-        post = self._vector("post", self.graph.item_power(self.config.beta)).unsqueeze(1)
-        return self.graph.item_power(-self.config.beta), self.V * post, float(self.config.alpha)
+        return self.graph.item_power(-self.config.beta), self.right_factor(), float(self.config.alpha)
+
+    def right_factor(self) -> Tensor:
+        """``D_I^{β} V_η`` ``(n_items, η)`` on the model's device (computed once per setting)."""
+        return self._cached("right", lambda: (self.V * self.item_power(self.config.beta).unsqueeze(1)).contiguous())
 
     def filter_items(self, rows) -> Tensor:
         c = self.config
-        post = self._vector("post", self.graph.item_power(c.beta)).unsqueeze(1)
-        xn = rows.scaled(self.graph.item_power(-c.beta))  # x̂ = x ⊙ d^-β, sparse
+        post = self.item_power(c.beta).unsqueeze(1)
+        xn = rows.scaled(self.item_power(-c.beta))        # x̂ = x ⊙ d^-β, sparse
         coeffs = self.coefficients
         prev = xn.dense()                                 # T_0(L̃) x̂
         out = prev * float(coeffs[0])

@@ -11,6 +11,9 @@ right singular vectors of ``R̃`` (:mod:`whyrec.models.spectral`). ``r_u P̃`` i
 filter (a 2-hop LightGCN-like propagation with no embeddings); the second term keeps exactly the
 ``k`` smoothest item signals of the degree-normalized row and undoes the normalization.
 
+Scoring runs in torch on the model's device (CPU or CUDA, :mod:`whyrec.models.spectral`); the SVD
+that fits ``V_k`` runs on the CPU and the basis is then moved to the device.
+
 Choices the paper leaves open, as the authors' code (yshenaw/GF_CF) makes them: ``k = 256`` and
 ``α = 0.3`` on Gowalla (the paper's Table 3 setting); items without training users get
 ``D_I^{1/2} = 0`` (the code divides by zero there); the SVD is randomized by default (``--opt
@@ -44,12 +47,13 @@ class GFCF(LinearFilter):
         self.config = config = config or GFCFConfig()
         super().__init__(train, config)
 
+    def right_factor(self) -> Tensor:
+        """``D_I^{1/2} V_k`` ``(n_items, k)`` on the model's device (computed once per setting)."""
+        return self._cached("right", lambda: (self.V * self.item_power(0.5).unsqueeze(1)).contiguous())
+
     def low_rank_factors(self):
-        d_half = self._vector("d^1/2", self.graph.item_power(0.5)).unsqueeze(1)
-        return self.graph.item_power(-0.5), self.V * d_half, float(self.config.alpha)
+        return self.graph.item_power(-0.5), self.right_factor(), float(self.config.alpha)
 
     def filter_items(self, rows) -> Tensor:
-        V = self.V
-        d_half = self._vector("d^1/2", self.graph.item_power(0.5)).unsqueeze(1)
-        low = rows.scaled(self.graph.item_power(-0.5)).project(V)  # V^T D^-1/2 x, (k, b)
-        return rows.propagate().addmm_(V * d_half, low, alpha=float(self.config.alpha))
+        low = rows.scaled(self.item_power(-0.5)).project(self.V)  # V^T D^-1/2 x, (k, b)
+        return rows.propagate().addmm_(self.right_factor(), low, alpha=float(self.config.alpha))

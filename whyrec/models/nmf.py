@@ -11,6 +11,13 @@ drives every factor to zero on Last.fm: Recall@10 = 0).
 ``score(u, i) = W[u] · H[:, i]``. :meth:`score_histories` folds in a changed history by
 solving the non-negative least-squares problem ``min_{w ≥ 0} ‖y − w H‖`` for each row
 (``H`` fixed, no regularization) — what "removing an input" means for NMF.
+
+Where it computes: ``W`` and ``H`` are buffers that move with ``.to(device)`` (the model declares
+:data:`~whyrec.models.base.CUDA`), so scoring (``score_users``, ``forward``, evaluation, top-k) runs
+on the model's device, CUDA included. Fitting (scikit-learn's coordinate descent) runs on the CPU and
+the factors are then copied to the model's device; the fold-in of :meth:`score_histories` solves its
+NNLS problems on the CPU too (:func:`scipy.optimize.nnls` on a CPU copy of ``H``), and the product
+``w H`` is then taken on the model's device, where the scores are returned.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from .base import DOT, RESCORE, Recommender
+from .base import CUDA, DOT, RESCORE, Recommender
 
 __all__ = ["NMFConfig", "NMFRecommender"]
 
@@ -37,9 +44,10 @@ class NMFConfig:
 
 
 class NMFRecommender(Recommender):
-    """``W`` ``(n_users, k)`` and ``H`` ``(k, n_items)`` are persistent buffers (zeros until :meth:`fit_matrix`)."""
+    """``W`` ``(n_users, k)`` and ``H`` ``(k, n_items)`` are persistent buffers (zeros until :meth:`fit_matrix`)
+    on the model's device; fitting and the NNLS fold-in run on the CPU (module docstring)."""
 
-    capabilities = frozenset({DOT, RESCORE})
+    capabilities = frozenset({DOT, RESCORE, CUDA})
 
     trainable = False  # not trained by BPR; fitted in closed form by fit_matrix
 
@@ -68,17 +76,17 @@ class NMFRecommender(Recommender):
         return self.W, self.H.T
 
     def score_histories(self, histories: sp.csr_matrix, users=None) -> Tensor:
-        """Scores for changed histories: NNLS fold-in of each row against ``H``."""
+        """Scores ``(b, n_items)`` for changed histories, on the model's device: the NNLS fold-in
+        ``w = argmin_{w ≥ 0} ‖y − w H‖`` of each row on the CPU (scipy, float64), then ``w H``."""
         from scipy.optimize import nnls
 
         h = sp.csr_matrix(histories, dtype=np.float64)
-        H = self.H.double().cpu().numpy()
-        out = np.zeros((h.shape[0], self.n_items), np.float32)
+        H = self.H.detach().double().cpu().numpy()
+        w = np.zeros((h.shape[0], H.shape[0]), np.float64)
         for r in range(h.shape[0]):
             y = np.asarray(h[r].todense()).ravel()
-            w, _ = nnls(H.T, y)
-            out[r] = w @ H
-        return torch.from_numpy(out)
+            w[r], _ = nnls(H.T, y)
+        return (torch.from_numpy(w).to(self.H.device) @ self.H.detach().double()).float()
 
     def extra_repr(self) -> str:
         return f"n_users={self.n_users}, n_items={self.n_items}, k={self.config.n_components}"
