@@ -52,10 +52,10 @@ def child(args) -> dict:
     import whyrec.graph  # applies tune_malloc
 
     ctypes.CDLL("libc.so.6").mallopt(-4, 65536)  # M_MMAP_MAX: glibc's default (whatever the environment)
+    from bench_scale import fast_step
     from bench_step_ab import load_train
 
     from whyrec.models import LightGCN, LightGCNConfig
-    from whyrec.train.losses import batch_l2, bpr_loss
     from whyrec.train.sampling import UniformNegativeSampler
 
     torch.set_num_threads(args.threads)
@@ -68,14 +68,7 @@ def child(args) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=FAST["lr"])
     model.train()
 
-    def step(b: int) -> float:
-        sl = slice((b * bs) % len(users), (b * bs) % len(users) + bs)
-        be = model.batch_embeddings(users[sl], pos[sl], neg[sl])
-        loss = bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1)) + batch_l2(FAST["reg"], be)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
+    step = fast_step(model, opt, users, pos, neg, bs)
 
     with whyrec.graph.heap_only() if args.child == "new" else contextlib.nullcontext():
         losses = [step(0)]

@@ -47,6 +47,23 @@ SCALES = {"100k": (2_500, 1_250, 100_000), "1M": (25_000, 12_500, 1_000_000), "4
 FAST = {"batch_size": 65536, "lr": 3e-2, "reg": 1e-4, "positives": "users"}
 
 
+
+def fast_step(model, opt, users, pos, neg, bs: int):
+    """The fast preset's training step as ``fit`` takes it: ``step(b)`` trains on the ``b``-th batch of ``bs``
+    triples (wrapping around the epoch's ``users, pos, neg``) and returns the loss."""
+    from whyrec.train.losses import batch_l2, bpr_loss
+
+    def step(b: int) -> float:
+        sl = slice((b * bs) % len(users), (b * bs) % len(users) + bs)
+        be = model.batch_embeddings(users[sl], pos[sl], neg[sl])
+        loss = bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1)) + batch_l2(FAST["reg"], be)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return step
+
 def one(args) -> dict:
     import numpy as np
     import torch
@@ -56,7 +73,6 @@ def one(args) -> dict:
     from whyrec.evaluate import evaluate_ranking
     from whyrec.graph import heap_only
     from whyrec.models import LightGCN, LightGCNConfig
-    from whyrec.train.losses import batch_l2, bpr_loss
     from whyrec.train.loop import TrainConfig, fit
     from whyrec.train.sampling import UniformNegativeSampler
 
@@ -86,13 +102,7 @@ def one(args) -> dict:
     out["batch_size"] = bs
     model.train()
 
-    def step(b: int) -> None:
-        sl = slice((b * bs) % len(users), (b * bs) % len(users) + bs)
-        be = model.batch_embeddings(users[sl], pos[sl], neg[sl])
-        loss = bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1)) + batch_l2(FAST["reg"], be)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = fast_step(model, opt, users, pos, neg, bs)
 
     times = []
     with heap_only():  # as fit runs an epoch
