@@ -138,6 +138,19 @@ def mf_run(tmp_path_factory):
     return out
 
 
+def command_agrees_on_cuda(args) -> None:
+    """The numbers a command prints with ``--device cuda`` are the CPU's, to tolerance."""
+    close(numbers(cli_ok([*args, "--device", "cuda"]).stdout), numbers(cli_ok([*args, "--device", "cpu"]).stdout))
+
+
+def loaded_on_both(run):
+    """``(cpu_run, gpu_run)`` of one run folder, checked to evaluate alike."""
+    cpu_run, gpu_run = whyrec.load(run), whyrec.load(run, device="cuda")
+    assert gpu_run.device.type == "cuda"
+    close(gpu_run.evaluate(k=[10, 20]), cpu_run.evaluate(k=[10, 20]))
+    return cpu_run, gpu_run
+
+
 @pytest.mark.skipif(NO_CUDA, reason="no CUDA device")
 def test_every_command_on_cuda_matches_the_cpu(tiny_run, mf_run, tmp_path):
     for run in (tiny_run, mf_run):
@@ -146,12 +159,8 @@ def test_every_command_on_cuda_matches_the_cpu(tiny_run, mf_run, tmp_path):
                 args = ["explain", run, "--user", "1", "--method", "concepts", "--json"]
             if name in ("faithfulness", "recommend-new") and run == mf_run:
                 continue  # MF's scores do not depend on a history (and it folds in no new user)
-            cpu = numbers(cli_ok([*args, "--device", "cpu"]).stdout)
-            gpu = numbers(cli_ok([*args, "--device", "cuda"]).stdout)
-            close(gpu, cpu)
-    cpu_run, gpu_run = whyrec.load(tiny_run), whyrec.load(tiny_run, device="cuda")
-    assert gpu_run.device.type == "cuda"
-    close(gpu_run.evaluate(k=[10, 20]), cpu_run.evaluate(k=[10, 20]))
+            command_agrees_on_cuda(args)
+    cpu_run, gpu_run = loaded_on_both(tiny_run)
     a = [r.item for r in cpu_run.recommend(user="1", k=10)]
     b = [r.item for r in gpu_run.recommend(user="1", k=10)]
     assert a[:5] == b[:5]
@@ -282,13 +291,9 @@ def test_closed_form_models_on_cuda_match_the_cpu(closed_form_runs, tmp_path, na
     """Graph filters and NMF on CUDA: every command, the library's scoring entry points, a move there and
     back, the weights a CUDA model writes, and a fit with --device cuda, against the CPU."""
     run = closed_form_runs(name)
-    for cmd, args in closed_form_commands(run, name, tmp_path).items():
-        cpu = numbers(cli_ok([*args, "--device", "cpu"]).stdout)
-        gpu = numbers(cli_ok([*args, "--device", "cuda"]).stdout)
-        close(gpu, cpu)
-    cpu_run, gpu_run = whyrec.load(run), whyrec.load(run, device="cuda")
-    assert gpu_run.device.type == "cuda"
-    close(gpu_run.evaluate(k=[10, 20]), cpu_run.evaluate(k=[10, 20]))
+    for args in closed_form_commands(run, name, tmp_path).values():
+        command_agrees_on_cuda(args)
+    cpu_run, gpu_run = loaded_on_both(run)
     users = torch.arange(0, cpu_run.n_users, 7)
     s_cpu = cpu_run.model.score_users(users)
     s_gpu = gpu_run.model.score_users(users.cuda())
