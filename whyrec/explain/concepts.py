@@ -273,9 +273,10 @@ class ConceptActivationVectors:
 
 
 def _numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+    """A tensor (on any device) or array-like as a numpy array."""
+    import torch
+
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
 
 
 def sensitivities(user_embeddings, cavs) -> np.ndarray:
@@ -344,7 +345,7 @@ class ConceptSignificanceTest:
             of the random CAVs (the test uses the AUC).
         p_value_: ``(G,)`` one-sided permutation p-value (see the module docstring).
         significant_: ``(G,)`` bool, ``p_value_ <= alpha``.
-        tcav_score_: ``(G,)`` share of users with positive sensitivity (when users given).
+        tcav_score_: ``(G,)`` share of users with positive sensitivity (``None`` without user embeddings; so are the next two).
         null_tcav_score_: ``(G, R)``; tcav_p_value_: ``(G,)`` two-sided empirical p
             (the random CAVs' directions are those of their 70 % hold-out classifiers).
     """
@@ -379,6 +380,7 @@ class ConceptSignificanceTest:
         obs = cavs.auc_[:, None]
         self.p_value_ = (1.0 + (self.null_auc_ >= obs).sum(1)) / (R + 1.0)
         self.significant_ = self.p_value_ <= self.alpha + 1e-12
+        self.tcav_score_ = self.null_tcav_score_ = self.tcav_p_value_ = None  # without user embeddings
         if user_embeddings is not None:
             E = np.asarray(_numpy(user_embeddings), dtype=np.float64)
             self.tcav_score_ = (sensitivities(E, cavs.cavs_) > 0).mean(0)
@@ -505,7 +507,7 @@ class ConceptReport:
                 "null_auc_mean": None if self.test is None else float(self.test.null_auc_[j].mean()),
                 "null_auc_std": None if self.test is None else float(self.test.null_auc_[j].std()),
                 "tcav_score": float((self.S[:, j] > 0).mean()),
-                "tcav_p_value": None if self.test is None or not hasattr(self.test, "tcav_p_value_")
+                "tcav_p_value": None if self.test is None or self.test.tcav_p_value_ is None
                 else float(self.test.tcav_p_value_[j]),
                 "sensitivity_mean": float(self.S[:, j].mean()),
                 "sensitivity_std": float(self.S[:, j].std()),
