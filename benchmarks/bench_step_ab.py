@@ -19,7 +19,10 @@ before each new step. Malloc is process-wide and a heap keeps what a step freed,
 reuse the blocks the new steps left in the heap and the ratio comes out ~1.0 (0.98-1.03 measured):
 compare malloc settings with ``bench_malloc_ab.py`` (alternating processes) instead. ``--sample-rounds R``: also time R epochs of negative sampling of each revision
 (``UniformNegativeSampler.sample_epoch``, positives per uniform user), interleaved, and check that
-both draw the same samples. ``--train-npz F``: the training matrix from ``scipy.sparse.save_npz``
+both draw the same samples. ``--memory-rounds M``: after the timing, M more steps of each, alternating,
+each with glibc's mmap on and the process's peak resident memory reset before it (``malloc_trim``,
+``/proc/self/clear_refs``): the step's peak above the memory before it (blocks under glibc's mmap threshold
+may be reused from the heap by either side, so this is a lower bound of each). ``--train-npz F``: the training matrix from ``scipy.sparse.save_npz``
 instead of drawing it.
 """
 
@@ -90,20 +93,44 @@ def set_mmap(on: bool) -> None:
     ctypes.CDLL("libc.so.6").mallopt(-4, 65536 if on else 0)
 
 
+def rss_mb(trim: bool = False) -> float:
+    """This process's resident memory in MB; ``trim``: first ``malloc_trim(0)`` and reset the peak
+    (``/proc/self/clear_refs``), so that :func:`peak_mb` is the peak from now on."""
+    import ctypes
+
+    if trim:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS") / 1024
+
+
+def peak_mb() -> float:
+    """The peak resident memory since the last :func:`rss_mb` ``(trim=True)``, in MB."""
+    return _status_kb("VmHWM") / 1024
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def make_step(pkg, train, weights, users, pos, neg, reg, bs):
     import torch
 
     models = importlib.import_module(pkg.__name__ + ".models")
-    losses = importlib.import_module(pkg.__name__ + ".train.losses")
+    loop = importlib.import_module(pkg.__name__ + ".train.loop")
     model = models.LightGCN(*train.shape, models.LightGCNConfig(dim=64, n_layers=3), graph=train)
     model.load_state_dict(weights)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=FAST["lr"])
+    objective = loop.BPR()  # its terms() only read config.reg: the loss as fit computes it, revision by revision
+    objective.config = loop.TrainConfig(reg=reg)
 
     def step(b: int) -> float:
         sl = slice((b * bs) % len(users), (b * bs) % len(users) + bs)
-        be = model.batch_embeddings(users[sl], pos[sl], neg[sl])
-        loss = losses.bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1)) + losses.batch_l2(reg, be)
+        loss = objective.terms(model.batch_embeddings(users[sl], pos[sl], neg[sl]))["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -123,6 +150,9 @@ def main() -> None:
     ap.add_argument("--steps-per-epoch", type=int, default=None, help="batch ceil(n_train / S) instead of 65,536")
     ap.add_argument("--malloc-ab", action="store_true", help="mmap on for the base steps, off for the new ones")
     ap.add_argument("--sample-rounds", type=int, default=0, help="also time this many epochs of sampling of each")
+    ap.add_argument("--memory-rounds", type=int, default=0,
+                    help="after the timing, this many more steps of each with the step's peak memory above the "
+                         "resident memory before it (mmap on, so freed big blocks leave; Linux /proc)")
     ap.add_argument("--train-npz", default=None, help="training matrix saved with scipy.sparse.save_npz")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step_ab.json"))
     args = ap.parse_args()
@@ -172,6 +202,13 @@ def main() -> None:
             loss[name].append(steps[name](b))
             if b:
                 times[name].append(time.perf_counter() - t)
+    step_peak = {name: [] for name in steps}
+    for r in range(args.memory_rounds):  # after the timing: mmap on, every block of 32 MiB or more freed at once
+        for name in (("base", "new") if r % 2 else ("new", "base")):
+            set_mmap(True)
+            before = rss_mb(trim=True)
+            steps[name](args.rounds + 1 + r)
+            step_peak[name].append(peak_mb() - before)
     med = {name: statistics.median(v) for name, v in times.items()}
     steps_per_epoch = math.ceil(train.nnz / bs)
     out = {
@@ -184,13 +221,15 @@ def main() -> None:
         "sample_s_all": sample_times, "sample_s_median": {k: statistics.median(v) for k, v in sample_times.items() if v},
         "s_per_step_median": med, "s_per_step_all": times, "new_over_base": med["new"] / med["base"],
         "steps_per_epoch": steps_per_epoch, "epoch_s_estimate": {k: v * steps_per_epoch for k, v in med.items()},
+        "step_peak_extra_mb_median": {k: statistics.median(v) for k, v in step_peak.items() if v},
+        "step_peak_extra_mb_all": step_peak,
         "loss_max_rel_diff": max(abs(a - b) / abs(a) for a, b in zip(loss["base"], loss["new"])),
         "loss_first_last": {k: [v[0], v[-1]] for k, v in loss.items()},
         "load_average_start": load_start, "load_average_end": os.getloadavg(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
     }
     print(json.dumps({k: out[k] for k in ("s_per_step_median", "new_over_base", "epoch_s_estimate", "sample_s_median",
-                                          "loss_max_rel_diff", "load_average_start", "load_average_end")}))
+                                          "step_peak_extra_mb_median", "loss_max_rel_diff", "load_average_start", "load_average_end")}))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -29,7 +29,7 @@ def matrix(edges, shape) -> sp.csr_matrix:
 
 def tiny_run(model, train, name="gf-cf"):
     return SimpleNamespace(model=model, matrices={"train": train, "seen": train}, n_items=train.shape[1],
-                           config={"model": name})
+                           config={"model": name}, ratings=None, path=None, _explain_caches=None)
 
 
 # User 0 has history {0, 1, 2}; item 3 is their first recommendation, item 4 the only other candidate.

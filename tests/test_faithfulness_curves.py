@@ -27,7 +27,8 @@ def run():
     test = sp.csr_matrix((np.ones(1, np.float32), ([0], [4])), shape=(7, 5))
     model = GFCF(train, GFCFConfig(rank=1, alpha=0.0)).fit_basis()
     return SimpleNamespace(model=model, matrices={"train": train, "test": test, "seen": train}, n_items=5,
-                           config={"model": "gf-cf"}, user_ids=np.arange(7), item_ids=np.arange(5), path="hand")
+                           config={"model": "gf-cf"}, user_ids=np.arange(7), item_ids=np.arange(5), path="hand",
+                           ratings=None, _explain_caches=None)
 
 
 def test_history_explainer_by_hand(run):

@@ -71,7 +71,8 @@ def test_hand_computed_graph_filter():
     train = matrix(HAND_EDGES, (7, 5))
     model = GFCF(train, GFCFConfig(rank=1, alpha=0.0)).fit_basis()
     run = SimpleNamespace(model=model, matrices={"train": train, "seen": train}, n_items=5, n_users=7,
-                          config={"model": "gf-cf"}, user_ids=np.arange(7), item_ids=np.arange(5), item_titles=None)
+                          config={"model": "gf-cf"}, user_ids=np.arange(7), item_ids=np.arange(5), item_titles=None,
+                          ratings=None, path=None, _explain_caches=None)
     r = EXPLAINERS["shapley"].load().explain_run(run, 0, 3)
     values = {h["item"]: h["value"] for h in r["history"]}
     # F(0,3) = F(1,3) = 1/(4√2), F(2,3) = 1/(2√5) (test_counterfactual.py)

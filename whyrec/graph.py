@@ -124,6 +124,8 @@ __all__ = [
     "propagate_final",
     "LightGCNPropagation",
     "LightGCNFinalRows",
+    "LARGE_BATCH",
+    "covers_graph",
     "propagate_rows",
     "LightGCNRowsPropagation",
     "layer_weights",
@@ -545,6 +547,19 @@ class LightGCNRowsPropagation(torch.autograd.Function):
 ROWS_PROPAGATION_MAX_SHARE = 0.5
 
 
+#: above this many triples a LightGCN training batch covering the graph hands its objective the final table
+#: rather than the gathered rows (:meth:`whyrec.models.BatchEmbeddings.from_final`), which the BPR loss then
+#: reads in chunks of as many (:func:`whyrec.train.losses.bpr_loss_table`): no ``(b, d)`` blocks. At or below
+#: it (Gowalla's fast preset: 65,536) the gathered rows are as fast or faster.
+LARGE_BATCH = 65_536
+
+
+def covers_graph(rows: Tensor, n_nodes: int) -> bool:
+    """Whether the distinct ``rows`` are more than :data:`ROWS_PROPAGATION_MAX_SHARE` of ``n_nodes``: then a
+    propagation restricted to them saves little, and the whole graph is propagated."""
+    return int(torch.bincount(rows, minlength=n_nodes).count_nonzero()) > ROWS_PROPAGATION_MAX_SHARE * n_nodes
+
+
 def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
                    alphas: Optional[Sequence[float]] = None, split: Optional[int] = None):
     """``propagate_final(adj, emb0, n_layers, alphas)[rows]`` (same values and
@@ -557,8 +572,7 @@ def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
     a = tuple(layer_weights(n_layers, alphas))
     if split is not None and rows.numel() % split:
         raise ValueError(f"{rows.numel()} rows do not split into {split} equal blocks")
-    n_distinct = int(torch.bincount(rows, minlength=emb0.shape[0]).count_nonzero())
-    if n_distinct > ROWS_PROPAGATION_MAX_SHARE * emb0.shape[0]:
+    if covers_graph(rows, emb0.shape[0]):
         # most nodes are in the batch: restricting the last layer saves little and building the
         # restricted matrices costs more than it saves
         parts = rows.split(rows.numel() // split) if split is not None else (rows,)

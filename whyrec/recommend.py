@@ -272,7 +272,7 @@ def search_items(run: Run, query: str, limit: int = 10) -> list[dict]:
     each group most interacted-with first. ``[{"item_id", "title", "genres", "n_interactions"}]``."""
     from .data.titles import normalize_title
 
-    cached = getattr(run, "_search_index", None)
+    cached = run._search_index
     if cached is None:
         popularity = np.diff(run.matrices["seen"].tocsc().indptr).astype(np.int64)
         keys = [normalize_title(run.titles().label(i)) for i in range(run.n_items)]

@@ -183,6 +183,12 @@ class Run(UserItemIds):
     ratings: sp.csr_matrix
     #: :class:`whyrec.recommend.Prepared` once :meth:`prepare` ran (``None``: every request computes)
     prepared: object = field(default=None, init=False, repr=False, compare=False)
+    # per-run caches, filled on first use: the title index, the title search's keys, the explainers' caches
+    # (whyrec.explain.run_cache) and, for a run made in memory by whyrec.fit, what was trained
+    _titles: object = field(default=None, init=False, repr=False, compare=False)
+    _search_index: object = field(default=None, init=False, repr=False, compare=False)
+    _explain_caches: object = field(default=None, init=False, repr=False, compare=False)
+    _trained: object = field(default=None, init=False, repr=False, compare=False)
 
     def user_index(self, raw: str | int) -> int:
         """Index of a raw user id; :class:`KeyError` naming the run's id range if unknown."""
@@ -213,7 +219,7 @@ class Run(UserItemIds):
     def titles(self):
         from .data.titles import TitleIndex
 
-        index = getattr(self, "_titles", None)
+        index = self._titles
         if index is None:
             index = self._titles = TitleIndex(self.item_ids, self.item_titles)
         return index
@@ -239,7 +245,7 @@ class Run(UserItemIds):
     @property
     def metrics(self) -> dict:
         """Validation and test metrics of training (``metrics.json``)."""
-        trained = getattr(self, "_trained", None)
+        trained = self._trained
         if trained is not None:
             return trained.metrics
         return json.loads((Path(self.path) / "metrics.json").read_text())
@@ -329,7 +335,7 @@ class Run(UserItemIds):
         """Write this run as a run folder at ``path`` (what ``whyrec train --out`` writes), atomically:
         an existing run there is replaced only with ``overwrite`` and only once the new one is complete."""
         path = Path(path)
-        trained = getattr(self, "_trained", None)
+        trained = self._trained
         if trained is None and self.path is not None and Path(self.path).resolve() == path.resolve():
             raise ValueError(f"{path} is this run's own folder")
         created = not path.exists()

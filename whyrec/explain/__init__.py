@@ -321,13 +321,9 @@ def run_cache(run, name: str) -> dict:
     (:meth:`~whyrec.models.base.Recommender.weights_version`)."""
     model = run.model
     version = model.weights_version()
-    caches = getattr(run, "_explain_caches", None)
+    caches = run._explain_caches
     if caches is None:
-        caches = {}
-        try:
-            run._explain_caches = caches
-        except AttributeError:  # pragma: no cover - a run type without attributes: nothing is kept
-            pass
+        caches = run._explain_caches = {}
     entry = caches.get(name)
     if entry is None or entry[0] is not model or entry[1] != version:
         entry = caches[name] = (model, version, {})

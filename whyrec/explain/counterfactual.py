@@ -420,7 +420,7 @@ def explain_run(run, user_idx: int, item_idx=None, k: Optional[int] = None, max_
                          f"{run.item_ids[item]}): it is not among their recommendations, so there is no "
                          "recommendation to take away")
     res = counterfactual_set(run, u, item, k=k, max_size=max_size, beam=beam, pool=pool, mask=mask)
-    ratings = getattr(run, "ratings", None)
+    ratings = run.ratings
     removed = []
     for j in res["removed"]:
         r = float(ratings[u, j]) if ratings is not None else None

@@ -64,7 +64,7 @@ def explain_filter(run, user_idx: int, item: int, top: int = 10) -> dict:
     score = float(run.model.score_users([u])[0, int(item)])
     order = np.argsort(-np.abs(attr), kind="stable")[: int(top)]
     pos_total = float(attr[attr > 0].sum())
-    ratings = getattr(run, "ratings", None)
+    ratings = run.ratings
     rows = []
     for p in order:
         j = int(hist[p])

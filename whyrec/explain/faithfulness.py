@@ -429,7 +429,7 @@ def evaluate_curves(run, method: str, max_remove: int = 10, ks=(1, 10), fidelity
         for k in ks:
             pnps[f"PN@{k}"] = float(np.mean([x["set_ranks"][0] > k for x in explained])) if explained else None
             pnps[f"PS@{k}"] = float(np.mean([x["set_ranks"][1] <= k for x in explained])) if explained else None
-    return {"method": method, "run": str(getattr(run, "path", "")), "model": run.config.get("model"),
+    return {"method": method, "run": str(run.path or ""), "model": run.config.get("model"),
             "metric": "curves", "pn_ps": pnps, "n_users": n, "max_remove": M, "flip_max": F, "ks": ks, "seed": seed,
             "deletion": {"score": d_score.mean(0).tolist(), "rank_median": np.median(d_rank, 0).tolist(),
                          "area": float(del_area.mean()), "area_std": float(del_area.std())},

@@ -305,7 +305,7 @@ def explain_run(run, user_idx: int, item_idx=None, steps: Optional[int] = None, 
     order = np.argsort(-np.abs(attr), kind="stable")[: int(top)]
     removal = removal_effects(ctx, u, item, order.tolist())
     pos_total = float(attr[attr > 0].sum())
-    ratings = run.ratings[u] if getattr(run, "ratings", None) is not None else None
+    ratings = run.ratings[u] if run.ratings is not None else None
     rows = []
     for k, p in enumerate(order):
         j = int(hist[p])

@@ -64,31 +64,68 @@ class BatchEmbeddings:
     ``(u, i, j)`` (user, positive item, negative item).
 
     ``users``/``pos``/``neg``: final embeddings ``(b, d)`` (scores are their
-    dot products). The layer-0 (trainable) rows the L2 term needs come either as
-    the three ``(b, d)`` blocks (:meth:`from_rows`) or as the whole layer-0 table
-    ``(N, d)`` plus each part's row ids (:meth:`from_table`), so that a large batch
-    needs no gather: :meth:`sq_norm` is then ``Σ_n count_n ‖E⁰_n‖²``, one dense pass
-    whose gradient needs no scatter. ``users0``/``pos0``/``neg0`` give the rows
-    either way.
+    dot products). A model gives them as the three blocks (:meth:`from_rows`,
+    :meth:`from_table`) or as its whole final table ``(N, d)`` with each part's row
+    ids in it (:meth:`from_final`): a large batch's objective then never holds the
+    ``(b, d)`` rows at once (:func:`whyrec.train.losses.bpr_loss_table` gathers them in
+    chunks), and ``users``/``pos``/``neg`` are gathered only when asked for. The
+    layer-0 (trainable) rows the L2 term needs come either as the three ``(b, d)``
+    blocks or as the whole layer-0 table ``(N, d)`` plus each part's row ids, so that a
+    large batch needs no gather: :meth:`sq_norm` is then ``Σ_n count_n ‖E⁰_n‖²``, one
+    dense pass whose gradient needs no scatter. ``users0``/``pos0``/``neg0`` give the
+    rows either way.
     """
 
-    users: Tensor
-    pos: Tensor
-    neg: Tensor
+    rows: Optional[tuple]  # the (users, pos, neg) final blocks (b, d) each; None until gathered from ``final``
     layer0: tuple  # (users0, pos0, neg0) blocks, or (table,)
-    ids0: Optional[tuple] = None  # with a table: the (b,) row ids of users, pos, neg in it
+    ids0: Optional[tuple] = None  # with a layer-0 table: the (b,) row ids of users, pos, neg in it
+    final: Optional[Tensor] = None  # from_final: the (N, d) final table the rows come from
+    final_ids: Optional[tuple] = None  # from_final: the (b,) row ids of users, pos, neg in ``final``
 
     PARTS = ("users", "pos", "neg")
 
     @classmethod
     def from_rows(cls, users: Tensor, pos: Tensor, neg: Tensor,
                   users0: Tensor, pos0: Tensor, neg0: Tensor) -> "BatchEmbeddings":
-        return cls(users, pos, neg, (users0, pos0, neg0))
+        return cls((users, pos, neg), (users0, pos0, neg0))
 
     @classmethod
     def from_table(cls, users: Tensor, pos: Tensor, neg: Tensor, table: Tensor,
                    ids: tuple) -> "BatchEmbeddings":
-        return cls(users, pos, neg, (table,), tuple(ids))
+        return cls((users, pos, neg), (table,), tuple(ids))
+
+    @classmethod
+    def from_final(cls, final: Tensor, final_ids: tuple, table: Tensor, ids: tuple) -> "BatchEmbeddings":
+        """Final rows ``final[final_ids[k]]`` (not gathered) and layer-0 rows ``table[ids[k]]``, ``k`` =
+        users, pos, neg."""
+        return cls(None, (table,), tuple(ids), final, tuple(final_ids))
+
+    def final_table(self) -> Optional[tuple]:
+        """``(final (N, d), (user ids, pos ids, neg ids))`` while the final rows have not been gathered,
+        else ``None``: what a loss that gathers them in chunks reads."""
+        return (self.final, self.final_ids) if self.rows is None else None
+
+    def _final_rows(self) -> tuple:
+        if self.rows is None:  # gathered once, on the first ask
+            object.__setattr__(self, "rows", tuple(self.final.index_select(0, ids) for ids in self.final_ids))
+        return self.rows
+
+    @property
+    def size(self) -> int:
+        """``b``, the number of triples."""
+        return int((self.final_ids if self.rows is None else self.rows)[0].shape[0])
+
+    @property
+    def users(self) -> Tensor:
+        return self._final_rows()[0]
+
+    @property
+    def pos(self) -> Tensor:
+        return self._final_rows()[1]
+
+    @property
+    def neg(self) -> Tensor:
+        return self._final_rows()[2]
 
     def _rows0(self, k: int) -> Tensor:
         return self.layer0[0].index_select(0, self.ids0[k]) if self.ids0 is not None else self.layer0[k]
@@ -116,8 +153,13 @@ class BatchEmbeddings:
         count = torch.bincount(torch.cat([self.ids0[k] for k in ks]), minlength=table.shape[0]).to(table.dtype)
         return count @ table.square().sum(1)
 
-    def replace(self, **changes) -> "BatchEmbeddings":
-        return dataclasses.replace(self, **changes)
+    def replace(self, **changes: Tensor) -> "BatchEmbeddings":
+        """A copy with some of the final rows ``users``/``pos``/``neg`` replaced (the others gathered)."""
+        unknown = sorted(set(changes) - set(self.PARTS))
+        if unknown:
+            raise TypeError(f"BatchEmbeddings.replace takes {', '.join(self.PARTS)}, not {', '.join(unknown)}")
+        rows = tuple(changes.get(name, row) for name, row in zip(self.PARTS, self._final_rows()))
+        return dataclasses.replace(self, rows=rows, final=None, final_ids=None)
 
 
 class Recommender(nn.Module):

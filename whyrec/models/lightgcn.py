@@ -25,8 +25,8 @@ import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor, nn
 
-from ..graph import (cached_normalized_adjacency, layer_weights, locality_order, node_degrees, permute_adjacency,
-                     permute_rows, propagate, propagate_final, propagate_rows)
+from ..graph import (LARGE_BATCH, cached_normalized_adjacency, covers_graph, layer_weights, locality_order,
+                     node_degrees, permute_adjacency, permute_rows, propagate, propagate_final, propagate_rows)
 from .base import CUDA, DOT, FOLD_IN, GRAPH, BatchEmbeddings, Recommender
 
 __all__ = ["LightGCNConfig", "LightGCN"]
@@ -212,7 +212,9 @@ class LightGCN(Recommender):
         layer-0 rows are not gathered: the L2 term is one dense weighted pass
         over the table (:meth:`BatchEmbeddings.sq_norm`). With ``config.reorder`` the
         propagation runs in the locality order (``adj_local``) and the batch's ids are mapped
-        into it."""
+        into it. A batch of more than :data:`whyrec.graph.LARGE_BATCH` triples that covers most of
+        the graph gets the final table itself (:meth:`BatchEmbeddings.from_final`), which the BPR
+        loss reads in chunks: no ``(b, d)`` blocks, whose memory grows with the batch."""
         adj = self._require_graph()
         ids = (self._ids(users), self._ids(pos) + self.n_users, self._ids(neg) + self.n_users)
         emb0 = self._emb0()
@@ -224,6 +226,10 @@ class LightGCN(Recommender):
                 self.node_rank[self.node_order] = torch.arange(len(self.node_order), device=adj.device)
                 self.adj_local = permute_adjacency(adj, self.node_order)
             adj, rows, x = self.adj_local, self.node_rank[rows], permute_rows(emb0, self.node_order, self.node_rank)
+        if (len(users) > LARGE_BATCH and emb0.requires_grad and torch.is_grad_enabled()
+                and covers_graph(rows, x.shape[0])):
+            final = propagate_final(adj, x, self.n_layers, self.alphas)
+            return BatchEmbeddings.from_final(final, rows.split(len(users)), emb0, ids)
         fin = propagate_rows(adj, x, self.n_layers, rows, self.alphas, split=len(ids))
         return BatchEmbeddings.from_table(*fin, emb0, ids)
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..models.base import GRAPH, Recommender, can
-from .losses import batch_l2, bpr_loss
+from .losses import batch_l2, bpr_loss, bpr_loss_table
 from .sampling import UniformNegativeSampler, check_positives
 
 __all__ = ["TrainConfig", "History", "Objective", "BPR", "Trainer", "fit", "minibatch_steps", "resolve_device",
@@ -275,7 +275,9 @@ class BPR(Objective):
 
     def terms(self, be) -> dict:
         """``{"bpr", "reg", "loss"}`` of a :class:`~whyrec.models.base.BatchEmbeddings`."""
-        bpr = bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1))
+        table = be.final_table()
+        bpr = (bpr_loss_table(table[0], *table[1]) if table is not None
+               else bpr_loss((be.users * be.pos).sum(-1), (be.users * be.neg).sum(-1)))
         reg = batch_l2(self.config.reg, be)
         return {"bpr": bpr, "reg": reg, "loss": bpr + reg}
 
