@@ -45,7 +45,10 @@ def test_bpr_loss_table_equals_autograd_of_the_gathered_rows(chunk):
     got = bpr_loss_table(table, u, i, j, chunk=chunk)
     want = bpr_loss((table[u] * table[i]).sum(1), (table[u] * table[j]).sum(1))
     torch.testing.assert_close(got, want)
-    torch.testing.assert_close(torch.autograd.grad(got, table)[0], torch.autograd.grad(want, table)[0])
+    torch.testing.assert_close(torch.autograd.grad(got, table, retain_graph=True)[0],
+                               torch.autograd.grad(want, table, retain_graph=True)[0])
+    # an upstream gradient other than 1 (a weighted loss): the kept gradient is scaled, not reused as is
+    torch.testing.assert_close(torch.autograd.grad(-3.0 * got, table)[0], torch.autograd.grad(-3.0 * want, table)[0])
     assert torch.autograd.gradcheck(lambda t: bpr_loss_table(t, u, i, j, chunk=chunk), (table,))
     with pytest.raises(ValueError, match="equally long"):
         bpr_loss_table(table, u, i[:3], j)

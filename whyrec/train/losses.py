@@ -29,33 +29,33 @@ def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
 
 
 class _BPRTable(torch.autograd.Function):
-    """:func:`bpr_loss_table`: forward and backward in chunks of triples, ``(c, d)`` rows at a time."""
+    """:func:`bpr_loss_table`: the loss and its gradient in one pass over chunks of triples; the backward
+    scales the gradient kept by the forward."""
 
     @staticmethod
     def forward(ctx, table: Tensor, u: Tensor, i: Tensor, j: Tensor, chunk: int) -> Tensor:  # noqa: D401
-        margins, total = [], table.new_zeros(())
-        for s in range(0, u.numel(), chunk):
+        b = u.numel()
+        total = table.new_zeros(())
+        G = torch.zeros_like(table) if ctx.needs_input_grad[0] else None
+        for s in range(0, b, chunk):
             c = slice(s, s + chunk)
-            x = (table.index_select(0, u[c]) * table.index_select(0, i[c]).sub_(table.index_select(0, j[c]))).sum(1)
+            eu = table.index_select(0, u[c])
+            d = table.index_select(0, i[c]).sub_(table.index_select(0, j[c]))  # e_i − e_j
+            x = (eu * d).sum(1)
             total += F.softplus(-x).sum()
-            margins.append(x)
-        ctx.save_for_backward(table, u, i, j, torch.cat(margins))
-        ctx.chunk = chunk
-        return total / u.numel()
+            if G is not None:
+                w = torch.sigmoid(-x).mul_(-1.0 / b)[:, None]  # dL/dx_t
+                G.index_add_(0, u[c], d.mul_(w))
+                eu.mul_(w)
+                G.index_add_(0, i[c], eu)
+                G.index_add_(0, j[c], eu, alpha=-1.0)
+        ctx.grad_table = G
+        return total / b
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        table, u, i, j, x = ctx.saved_tensors
-        w = torch.sigmoid(-x).mul_(-grad / u.numel())  # dL/dx_t
-        G = torch.zeros_like(table)
-        for s in range(0, u.numel(), ctx.chunk):
-            c = slice(s, s + ctx.chunk)
-            wc = w[c, None]
-            G.index_add_(0, u[c], table.index_select(0, i[c]).sub_(table.index_select(0, j[c])).mul_(wc))
-            wu = table.index_select(0, u[c]).mul_(wc)
-            G.index_add_(0, i[c], wu)
-            G.index_add_(0, j[c], wu, alpha=-1.0)
-        return G, None, None, None, None
+        G = ctx.grad_table  # kept (not scaled in place): a second backward through the graph gets it again
+        return (G if bool(grad == 1) else G * grad), None, None, None, None
 
 
 def bpr_loss_table(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, chunk: int = BPR_CHUNK) -> Tensor:
@@ -65,9 +65,11 @@ def bpr_loss_table(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, chunk
 
         ∂L/∂e_u += dL/dx_t (e_i − e_j),   ∂L/∂e_i += dL/dx_t e_u,   ∂L/∂e_j −= dL/dx_t e_u
 
-    computed ``chunk`` triples at a time (the rows are gathered again in the backward; only the ``(b,)``
-    margins are kept). Memory beyond the table: ``O(chunk · d + b)`` instead of autograd's several
-    ``(b, d)`` blocks. A scalar with autograd to ``table``."""
+    computed ``chunk`` triples at a time, the gradient while each chunk's rows are at hand: the forward
+    gathers every row once and keeps ``∂L/∂table`` ``(N, d)``, the backward scales it by the upstream
+    gradient (the loss is a scalar, its gradient linear in that). Memory beyond the table: one ``(N, d)``
+    gradient and ``O(chunk · d)`` instead of autograd's several ``(b, d)`` blocks. A scalar with autograd
+    to ``table``."""
     if not users.numel() == pos.numel() == neg.numel():
         raise ValueError(f"users, pos and neg must be equally long, got {users.numel()}, {pos.numel()}, {neg.numel()}")
     return _BPRTable.apply(table, users, pos, neg, max(1, int(chunk)))
