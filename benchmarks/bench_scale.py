@@ -23,7 +23,10 @@ For each scale (interactions, users × items as in issue 17's table: 1M = 25k ×
   and scaled up (marked ``extrapolated``);
 * reports the peak RSS of the child (``getrusage``), the load average before and after, and the command.
 
-Then it fits ``seconds ∝ interactions^b`` between consecutive scales.
+Then it fits ``seconds ∝ interactions^b`` between consecutive scales and over all of them (least squares,
+log-log). ``--fit FILE ...`` prints the rows of earlier result files as one table with that growth::
+
+    python benchmarks/bench_scale.py --fit benchmarks/results/scale_steps13_all.json benchmarks/results/scale_steps13_50M.json
 """
 
 from __future__ import annotations
@@ -162,7 +165,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per scale")
     ap.add_argument("--one", choices=sorted(SCALES), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
+    ap.add_argument("--fit", nargs="+", metavar="FILE",
+                    help="print the rows of these result files and their growth (nothing is run)")
     args = ap.parse_args()
+    if args.fit:
+        fit_files(args.fit)
+        return
     if args.one:
         print(json.dumps(one(args)), flush=True)
         return
@@ -188,18 +196,55 @@ def main() -> None:
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         result["scales"].append(row)
         print(json.dumps(row), flush=True)
-    ok = [r for r in result["scales"] if "error" not in r]
-    fits = []
-    for a, b in zip(ok, ok[1:]):
-        ratio = math.log(b["interactions"] / a["interactions"])
-        fits.append({"from": a["scale"], "to": b["scale"],
-                     **{f"{key}_exponent": round(math.log(b[key] / a[key]) / ratio, 2)
-                        for key in ("s_per_step", "epoch_s", "full_eval_s", "peak_rss_mb") if a[key] and b[key]}})
-    result["growth"] = fits
+    result["growth"], result["growth_fit"] = growth([r for r in result["scales"] if "error" not in r])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(fits))
+    print(json.dumps({"growth": result["growth"], "growth_fit": result["growth_fit"]}))
     print(f"wrote {args.out}")
+
+
+GROWN = ("s_per_step", "epoch_s", "full_eval_s", "peak_rss_mb")
+
+
+def growth(rows: list) -> tuple[list, dict]:
+    """The exponent ``b`` of ``cost ∝ interactions^b`` between consecutive rows (sorted by interactions), and
+    fitted over all of them (least squares in log-log, with the number of rows it rests on)."""
+    import numpy as np
+
+    rows = sorted(rows, key=lambda r: r["interactions"])
+    steps = []
+    for a, b in zip(rows, rows[1:]):
+        ratio = math.log(b["interactions"] / a["interactions"])
+        steps.append({"from": a["scale"], "to": b["scale"],
+                      **{f"{key}_exponent": round(math.log(b[key] / a[key]) / ratio, 2)
+                         for key in GROWN if a.get(key) and b.get(key)}})
+    fit = {}
+    for key in GROWN:
+        pts = [(math.log(r["interactions"]), math.log(r[key])) for r in rows if r.get(key)]
+        if len(pts) >= 3:
+            x, y = np.array(pts).T
+            fit[f"{key}_exponent"] = {"b": round(float(np.polyfit(x, y, 1)[0]), 2), "points": len(pts)}
+    return steps, fit
+
+
+def fit_files(paths: list) -> None:
+    """``--fit``: the rows of several result files (e.g. one run of 1M-16M and a separate 50M run) in one table
+    with their growth, printed as Markdown."""
+    rows = [dict(r, file=Path(p).name) for p in paths for r in json.loads(Path(p).read_text())["scales"]
+            if "error" not in r]
+    rows.sort(key=lambda r: r["interactions"])
+    print("| interactions | users × items | steps × batch | s per step | s per epoch | full eval | peak RSS | "
+          "load avg (start → end) | file |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['interactions']:,} | {r['n_users']:,} × {r['n_items']:,} | {r['steps_per_epoch']} × "
+              f"{r['batch_size']:,} | {r['s_per_step']} | {r['epoch_s']} ({r['epoch'].split(' ')[0]}) | "
+              f"{r['full_eval_s']} s ({r['full_eval'].split(' ')[0]}) | {r['peak_rss_mb']:,} MB | "
+              f"{r['load_average_start'][0]:.1f} → {r['load_average_end'][0]:.1f} | `{r['file']}` |")
+    steps, fit = growth(rows)
+    print()
+    print("growth between rows:", json.dumps(steps))
+    print("fitted over all rows:", json.dumps(fit))
 
 
 if __name__ == "__main__":
