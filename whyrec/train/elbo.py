@@ -64,7 +64,7 @@ def elbo_step_loss(model, users: torch.Tensor, beta: float, l2: float, sample: b
     target_np = model.history[u]
     target = torch.from_numpy(np.asarray(target_np.todense(), np.float32)).to(model.ie_norm.device)
     inp = target
-    p_drop = float(getattr(model.config, "input_dropout", 0.0)) if sample else 0.0
+    p_drop = float(model.config.input_dropout) if sample else 0.0
     if p_drop > 0:
         kept = target * (torch.rand_like(target) >= p_drop).float()
         empty = kept.sum(1, keepdim=True) == 0
