@@ -43,10 +43,16 @@ class ExportError(WhyrecError):
     """The run's model has no dot-product embedding space, or the target folder may not be written."""
 
 
-def _why_not_dot(model, name: str) -> str | None:
-    """Why ``model``'s scores are not ``users @ items.T`` of its ``embeddings()`` (``None`` if they are)."""
+def _model_name(run) -> str:
+    return run.config.get("model", type(run.model).__name__)
+
+
+def why_not_dot(run) -> str | None:
+    """Why ``run``'s model's scores are not ``users @ items.T`` of its ``embeddings()`` (``None`` if they are):
+    what export and the FAISS index refuse such a run with."""
     from .models.base import DOT, EXACT_HISTORY, can
 
+    model, name = run.model, _model_name(run)
     if can(model, DOT):
         return None
     if can(model, EXACT_HISTORY):  # the graph filters
@@ -65,8 +71,7 @@ def dot_product_embeddings(run) -> tuple[np.ndarray, np.ndarray]:
     model's scores; :class:`ExportError` (one line, with the reason) for a model without them."""
     import torch
 
-    name = run.config.get("model", type(run.model).__name__)
-    reason = _why_not_dot(run.model, name)
+    reason = why_not_dot(run)
     if reason is not None:
         raise ExportError(reason)
     with torch.inference_mode():
@@ -74,7 +79,7 @@ def dot_product_embeddings(run) -> tuple[np.ndarray, np.ndarray]:
         users = users.detach().to("cpu", torch.float32).numpy().copy()
         items = items.detach().to("cpu", torch.float32).numpy().copy()
     if users.shape != (run.n_users, items.shape[1]) or items.shape[0] != run.n_items:
-        raise ExportError(f"{name}: embeddings of shape {users.shape} / {items.shape} do not fit "
+        raise ExportError(f"{_model_name(run)}: embeddings of shape {users.shape} / {items.shape} do not fit "
                           f"{run.n_users} users and {run.n_items} items")
     return np.ascontiguousarray(users), np.ascontiguousarray(items)
 
@@ -196,4 +201,4 @@ def load_export(folder: str | Path) -> dict:
 
 
 __all__ = ["EXPORT_FILES", "ExportError", "check_export_target", "dot_product_embeddings", "export_run",
-           "load_export"]
+           "load_export", "why_not_dot"]

@@ -200,10 +200,10 @@ def check_index_fits(run, kind: str) -> None:
     check_index_kind(kind)
     if kind == "exact":
         return
-    from ..export import _why_not_dot
+    from ..export import why_not_dot
 
     import_faiss()
-    reason = _why_not_dot(run.model, run.config.get("model", type(run.model).__name__))
+    reason = why_not_dot(run)
     if reason is not None:
         raise ValueError(f"--index faiss needs a model whose scores are dot products of user and item vectors: "
                          f"{reason}")
