@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -31,18 +30,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from procmem import peak_rss_mb, rss_mb, status_mb  # noqa: E402
 
 
 def catalogue(n_items: int, n_queries: int, dim: int, clusters: int, seed: int, noise: float = 1.0):
@@ -144,8 +134,7 @@ def serve_phase(items, centres, seen_sets, args, out: dict) -> None:
             paths = [f"/users/{int(u)}/recommendations?k=10" for u in rng.integers(0, n_users, args.serve_requests)]
             asyncio.run(load("127.0.0.1", port, paths[:200], args.serve_concurrency))  # warm-up
             res = asyncio.run(load("127.0.0.1", port, paths, args.serve_concurrency))
-            with open(f"/proc/{proc.pid}/status") as f:
-                rss = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+            rss = status_mb("VmRSS", proc.pid)
             out["serve"][kind] = {"startup_s": round(start_s, 1), "server_rss_mb": round(rss),
                                   "index_tuning": health.get("index_tuning"), **res}
             print(kind, json.dumps(out["serve"][kind]), flush=True)

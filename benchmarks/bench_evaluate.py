@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -34,6 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "gowalla"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "evaluate.json"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from procmem import peak_rss_mb, rss_mb  # noqa: E402
 
 
 def load_split(path: Path):
@@ -49,19 +51,6 @@ def load_split(path: Path):
             rows.append(np.full(len(items), int(parts[0]), dtype=np.int64))
             cols.append(items)
     return np.concatenate(rows), np.concatenate(cols)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")  # pragma: no cover
-
-
-def peak_rss_mb() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 1024 if sys.platform != "darwin" else r / 2**20
 
 
 def worker(spec: dict) -> dict:

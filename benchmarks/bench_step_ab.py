@@ -93,29 +93,6 @@ def set_mmap(on: bool) -> None:
     ctypes.CDLL("libc.so.6").mallopt(-4, 65536 if on else 0)
 
 
-def rss_mb(trim: bool = False) -> float:
-    """This process's resident memory in MB; ``trim``: first ``malloc_trim(0)`` and reset the peak
-    (``/proc/self/clear_refs``), so that :func:`peak_mb` is the peak from now on."""
-    import ctypes
-
-    if trim:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")
-    return _status_kb("VmRSS") / 1024
-
-
-def peak_mb() -> float:
-    """The peak resident memory since the last :func:`rss_mb` ``(trim=True)``, in MB."""
-    return _status_kb("VmHWM") / 1024
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def make_step(pkg, train, weights, users, pos, neg, reg, bs):
     import torch
 
@@ -157,6 +134,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step_ab.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    from procmem import peak_since_mb, rss_mb
 
     import torch
 
@@ -208,7 +186,7 @@ def main() -> None:
             set_mmap(True)
             before = rss_mb(trim=True)
             steps[name](args.rounds + 1 + r)
-            step_peak[name].append(peak_mb() - before)
+            step_peak[name].append(peak_since_mb() - before)
     med = {name: statistics.median(v) for name, v in times.items()}
     steps_per_epoch = math.ceil(train.nnz / bs)
     out = {
