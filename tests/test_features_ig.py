@@ -165,6 +165,15 @@ def _dense_score(model, u, m, t):
     return E[u] @ E[U + m]
 
 
+def test_history_context_refuses_a_model_without_a_graph():
+    from whyrec.models import MF
+
+    with pytest.raises(ValueError, match="declares GRAPH"):
+        H.HistoryContext(MF(6, 8))
+    with pytest.raises(ValueError, match="it has none set"):
+        H.HistoryContext(LightGCN(6, 8, LightGCNConfig(dim=4)))
+
+
 @pytest.mark.parametrize("K", [1, 2, 3, 4, 5])
 def test_history_ig_on_tiny_graph_vs_leave_one_edge_out(K):
     model, R = _tiny(K)

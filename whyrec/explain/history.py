@@ -70,9 +70,11 @@ class HistoryContext:
     ``(N, d)`` layer-0 rows, ``alphas``, ``n_users``."""
 
     def __init__(self, model):
-        if not can(model, GRAPH) or model.adj is None:  # LightGCN-type (GRAPH: it has .adj), its graph set
-            raise ValueError(f"history attribution needs a LightGCN-type model (a graph and layer-0 embeddings); "
-                             f"{type(model).__name__} has none")
+        if not can(model, GRAPH):
+            raise ValueError("history attribution needs a LightGCN-type model (one that declares GRAPH: a "
+                             "normalized graph and layer-0 embeddings); this model propagates no graph")
+        if model.adj is None:  # GRAPH declares .adj; a model built without graph= has not been given one yet
+            raise ValueError("history attribution needs the model's graph: it has none set (set_graph(train))")
         self.model = model
         self.version = model.weights_version()
         self.adj = model.adj.to("cpu", torch.float64)
