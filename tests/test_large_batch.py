@@ -16,13 +16,15 @@ from whyrec.models.base import BatchEmbeddings
 from whyrec.models.lightgcn_history import LightGCNHistory
 from whyrec.train import TrainConfig, UniformNegativeSampler, bpr_loss
 from whyrec.train.loop import BPR
+from whyrec.train.bpr_kernel import bpr_table_loss_grad
 from whyrec.train.losses import bpr_loss_table
 
 
-def test_bpr_loss_table_by_hand():
+@pytest.mark.parametrize("kernel", [True, False])
+def test_bpr_loss_table_by_hand(kernel):
     # rows: 0 = user (1, 0), 1 = positive (1, 1), 2 = negative (0, 1): margin x = u·(i − j) = 1
     table = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], requires_grad=True)
-    loss = bpr_loss_table(table, torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
+    loss = bpr_loss_table(table, torch.tensor([0]), torch.tensor([1]), torch.tensor([2]), kernel=kernel)
     assert loss.item() == pytest.approx(math.log1p(math.exp(-1.0)), rel=1e-6)
     loss.backward()
     w = -1.0 / (1.0 + math.e)  # d softplus(-x)/dx at x = 1: -σ(-1)
@@ -32,26 +34,50 @@ def test_bpr_loss_table_by_hand():
     torch.testing.assert_close(table.grad, want)
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
-def test_bpr_loss_table_equals_autograd_of_the_gathered_rows(chunk):
+@pytest.mark.parametrize("chunk,kernel", [(1, False), (3, False), (7, False), (1000, False), (1000, True)])
+def test_bpr_loss_table_equals_autograd_of_the_gathered_rows(chunk, kernel):
     """Duplicated ids (a row as user and item, the same item positive and negative elsewhere), a ragged last
     chunk: the same value and gradient as autograd through the gathered rows, and Torch's gradcheck in
-    float64."""
+    float64 -- for the chunked Torch pass and for the compiled one."""
     g = torch.Generator().manual_seed(0)
     table = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
     u = torch.tensor([0, 0, 1, 2, 5, 5, 8, 3, 3, 4])
     i = torch.tensor([5, 6, 6, 7, 0, 1, 2, 6, 6, 8])
     j = torch.tensor([6, 7, 8, 6, 2, 2, 6, 4, 5, 6])
-    got = bpr_loss_table(table, u, i, j, chunk=chunk)
+    got = bpr_loss_table(table, u, i, j, chunk=chunk, kernel=kernel)
     want = bpr_loss((table[u] * table[i]).sum(1), (table[u] * table[j]).sum(1))
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(torch.autograd.grad(got, table, retain_graph=True)[0],
                                torch.autograd.grad(want, table, retain_graph=True)[0])
     # an upstream gradient other than 1 (a weighted loss): the kept gradient is scaled, not reused as is
     torch.testing.assert_close(torch.autograd.grad(-3.0 * got, table)[0], torch.autograd.grad(-3.0 * want, table)[0])
-    assert torch.autograd.gradcheck(lambda t: bpr_loss_table(t, u, i, j, chunk=chunk), (table,))
+    assert torch.autograd.gradcheck(lambda t: bpr_loss_table(t, u, i, j, chunk=chunk, kernel=kernel), (table,))
     with pytest.raises(ValueError, match="equally long"):
         bpr_loss_table(table, u, i[:3], j)
+
+
+def test_compiled_bpr_pass_shares_the_triples_among_threads_and_checks_its_input():
+    """Triples split among 1, 2 or 3 threads (each adding into its own gradient, rows shared across the shares,
+    the triples in no particular user order): the same loss and gradient as the chunked Torch pass, in float32
+    on a table of MovieLens-100K's size; no gradient asked, none computed; bad ids and tables refused."""
+    g = torch.Generator().manual_seed(1)
+    n_users, n_items, b = 943, 1682, 40_000
+    table = (0.3 * torch.randn(n_users + n_items, 16, generator=g)).requires_grad_(True)
+    u = torch.randint(0, n_users, (b,), generator=g)
+    i, j = (torch.randint(n_users, n_users + n_items, (b,), generator=g) for _ in range(2))
+    want = bpr_loss_table(table, u, i, j, kernel=False)
+    (want_grad,) = torch.autograd.grad(want, table)
+    for threads in (1, 2, 3):
+        loss, grad = bpr_table_loss_grad(table, u, i, j, threads=threads)
+        torch.testing.assert_close(loss, want.detach(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(grad, want_grad, rtol=1e-4, atol=1e-9)
+    loss, grad = bpr_table_loss_grad(table, u, i, j, want_grad=False)
+    assert grad is None and loss.item() == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(IndexError, match=r"neg has a row id outside \[0, 2625\)"):
+        bpr_table_loss_grad(table, u, i, torch.full((b,), n_users + n_items))
+    with pytest.raises(ValueError, match="CPU float32/float64 table, got torch.float16"):
+        bpr_loss_table(table.detach().half(), u, i, j, kernel=True)
+    assert bpr_loss_table(table.detach().half(), u[:5], i[:5], j[:5]).dtype == torch.float16  # the Torch pass
 
 
 def test_batch_embeddings_from_final_gathers_on_demand():

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .bpr_kernel import bpr_table_loss_grad, supports
+
 __all__ = ["bpr_loss", "bpr_loss_table", "l2_reg", "batch_l2", "BPR_CHUNK"]
 
 #: triples per chunk of :func:`bpr_loss_table` (a chunk's three ``(c, d)`` gathers are ~50 MB at d = 64)
@@ -33,7 +35,10 @@ class _BPRTable(torch.autograd.Function):
     scales the gradient kept by the forward."""
 
     @staticmethod
-    def forward(ctx, table: Tensor, u: Tensor, i: Tensor, j: Tensor, chunk: int) -> Tensor:  # noqa: D401
+    def forward(ctx, table: Tensor, u: Tensor, i: Tensor, j: Tensor, chunk: int, kernel: bool) -> Tensor:  # noqa: D401
+        if kernel:
+            loss, ctx.grad_table = bpr_table_loss_grad(table, u, i, j, want_grad=ctx.needs_input_grad[0])
+            return loss
         b = u.numel()
         total = table.new_zeros(())
         G = torch.zeros_like(table) if ctx.needs_input_grad[0] else None
@@ -55,10 +60,11 @@ class _BPRTable(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         G = ctx.grad_table  # kept (not scaled in place): a second backward through the graph gets it again
-        return (G if bool(grad == 1) else G * grad), None, None, None, None
+        return (G if bool(grad == 1) else G * grad), None, None, None, None, None
 
 
-def bpr_loss_table(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, chunk: int = BPR_CHUNK) -> Tensor:
+def bpr_loss_table(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, chunk: int = BPR_CHUNK,
+                   kernel: bool | None = None) -> Tensor:
     """:func:`bpr_loss` of the rows ``table[users]``, ``table[pos]``, ``table[neg]`` of a final table ``(N, d)``
     (row ids ``(b,)`` each, duplicates allowed), without holding the ``(b, d)`` rows: with the margin
     ``x_t = e_u · (e_i − e_j)`` of triple ``t``, ``L = (1/b) Σ_t softplus(−x_t)`` and ``dL/dx_t = −σ(−x_t)/b``, so
@@ -69,10 +75,19 @@ def bpr_loss_table(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, chunk
     gathers every row once and keeps ``∂L/∂table`` ``(N, d)``, the backward scales it by the upstream
     gradient (the loss is a scalar, its gradient linear in that). Memory beyond the table: one ``(N, d)``
     gradient and ``O(chunk · d)`` instead of autograd's several ``(b, d)`` blocks. A scalar with autograd
-    to ``table``."""
+    to ``table``.
+
+    ``kernel``: on a CPU table (default ``None``: wherever :func:`whyrec.train.bpr_kernel.supports` it) the
+    same sums run as one compiled pass over the triples (:func:`~whyrec.train.bpr_kernel.bpr_table_loss_grad`,
+    each triple's rows read once, its gradient added into the rows directly, the triples shared among Torch's
+    threads); ``False``: the chunked Torch pass (any device)."""
     if not users.numel() == pos.numel() == neg.numel():
         raise ValueError(f"users, pos and neg must be equally long, got {users.numel()}, {pos.numel()}, {neg.numel()}")
-    return _BPRTable.apply(table, users, pos, neg, max(1, int(chunk)))
+    if kernel is None:
+        kernel = supports(table)
+    elif kernel and not supports(table):
+        raise ValueError(f"the compiled BPR pass needs a CPU float32/float64 table, got {table.dtype} on {table.device}")
+    return _BPRTable.apply(table, users, pos, neg, max(1, int(chunk)), bool(kernel))
 
 
 def l2_reg(reg: float, batch_size: int, *layer0_rows: Tensor) -> Tensor:
