@@ -258,6 +258,12 @@ def test_rows_propagation_matches_full(K, batch):
     assert len(parts) == 3 and all(torch.equal(p, q) for p, q in zip(parts, propagate_rows(adj, x0, K, rows[:6]).split(2)))
     with pytest.raises(ValueError, match="do not split into 4"):
         propagate_rows(adj, x0, K, rows[:6], split=4)
+    # the caller's covers_graph decides the branch: the other branch forced gives the same rows and gradients
+    xd = x0.clone().requires_grad_(True)
+    yd = propagate_rows(adj, xd, K, rows, covers=batch == "few rows")
+    torch.testing.assert_close(yd, ya)
+    (yd * w).sum().backward()
+    torch.testing.assert_close(xd.grad, xa.grad)
 
 
 def test_scores_with_histories_rescores_exactly():

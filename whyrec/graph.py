@@ -562,18 +562,20 @@ def covers_graph(rows: Tensor, n_nodes: int) -> bool:
 
 
 def propagate_rows(adj: Tensor, emb0: Tensor, n_layers: int, rows: Tensor,
-                   alphas: Optional[Sequence[float]] = None, split: Optional[int] = None):
+                   alphas: Optional[Sequence[float]] = None, split: Optional[int] = None,
+                   covers: Optional[bool] = None):
     """``propagate_final(adj, emb0, n_layers, alphas)[rows]`` (same values and
     gradients), computed with :class:`LightGCNRowsPropagation`: the last layer
     only for ``rows`` -- or, when the distinct rows are more than
     :data:`ROWS_PROPAGATION_MAX_SHARE` of the nodes, :func:`propagate_final`.
     ``rows``: ``(b,)`` int64 node ids, duplicates allowed. ``split``: return a
     tuple of that many equal consecutive blocks of the result instead (each
-    gathered on its own: cheaper backward than slicing one result)."""
+    gathered on its own: cheaper backward than slicing one result). ``covers``: :func:`covers_graph` of
+    ``rows`` when the caller has it already (default: computed here)."""
     a = tuple(layer_weights(n_layers, alphas))
     if split is not None and rows.numel() % split:
         raise ValueError(f"{rows.numel()} rows do not split into {split} equal blocks")
-    if covers_graph(rows, emb0.shape[0]):
+    if covers_graph(rows, emb0.shape[0]) if covers is None else covers:
         # most nodes are in the batch: restricting the last layer saves little and building the
         # restricted matrices costs more than it saves
         parts = rows.split(rows.numel() // split) if split is not None else (rows,)

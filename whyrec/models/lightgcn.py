@@ -226,11 +226,13 @@ class LightGCN(Recommender):
                 self.node_rank[self.node_order] = torch.arange(len(self.node_order), device=adj.device)
                 self.adj_local = permute_adjacency(adj, self.node_order)
             adj, rows, x = self.adj_local, self.node_rank[rows], permute_rows(emb0, self.node_order, self.node_rank)
-        if (len(users) > LARGE_BATCH and emb0.requires_grad and torch.is_grad_enabled()
-                and covers_graph(rows, x.shape[0])):
-            final = propagate_final(adj, x, self.n_layers, self.alphas)
-            return BatchEmbeddings.from_final(final, rows.split(len(users)), emb0, ids)
-        fin = propagate_rows(adj, x, self.n_layers, rows, self.alphas, split=len(ids))
+        covers = None
+        if len(users) > LARGE_BATCH and emb0.requires_grad and torch.is_grad_enabled():
+            covers = covers_graph(rows, x.shape[0])
+            if covers:
+                final = propagate_final(adj, x, self.n_layers, self.alphas)
+                return BatchEmbeddings.from_final(final, rows.split(len(users)), emb0, ids)
+        fin = propagate_rows(adj, x, self.n_layers, rows, self.alphas, split=len(ids), covers=covers)
         return BatchEmbeddings.from_table(*fin, emb0, ids)
 
     # ------------------------------------------------------------------ #
