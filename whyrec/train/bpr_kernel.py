@@ -93,6 +93,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL._max_workers < workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)  # idle between calls: its threads end now
             _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whyrec-bpr")
         return _POOL
 
