@@ -37,7 +37,8 @@ class LightGCNConfig:
     """``dim``: embedding size d; ``n_layers``: K; ``alphas``: the K+1 layer
     weights α_k (``None`` = 1/(K+1) each); ``init_std``: std of the normal
     initialisation of the layer-0 embeddings; ``reorder``: training steps propagate
-    in a locality order of the nodes (reverse Cuthill-McKee, :func:`whyrec.graph.locality_order`;
+    in a locality order of the nodes (spectral groups, reverse Cuthill-McKee within them,
+    :func:`whyrec.graph.locality_order`;
     same results up to float summation order, faster sparse products)."""
 
     dim: int = 64
@@ -221,7 +222,7 @@ class LightGCN(Recommender):
         rows, x = torch.cat(ids), emb0
         if self.config.reorder:
             if self.adj_local is None:
-                self.node_order = locality_order(adj).to(adj.device)
+                self.node_order = locality_order(adj, n_users=self.n_users).to(adj.device)
                 self.node_rank = torch.empty_like(self.node_order)
                 self.node_rank[self.node_order] = torch.arange(len(self.node_order), device=adj.device)
                 self.adj_local = permute_adjacency(adj, self.node_order)
