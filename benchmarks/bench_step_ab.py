@@ -29,6 +29,7 @@ instead of drawing it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -101,16 +102,20 @@ def make_step(pkg, train, weights, users, pos, neg, reg, bs):
     model = models.LightGCN(*train.shape, models.LightGCNConfig(dim=64, n_layers=3), graph=train)
     model.load_state_dict(weights)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=FAST["lr"])
+    # the optimizer and the heap as fit has them (fused Adam, the epoch inside heap_only), where the revision does
+    opt = loop._adam(model.parameters(), FAST["lr"]) if hasattr(loop, "_adam") else \
+        torch.optim.Adam(model.parameters(), lr=FAST["lr"])
+    heap = getattr(importlib.import_module(pkg.__name__ + ".graph"), "heap_only", contextlib.nullcontext)
     objective = loop.BPR()  # its terms() only read config.reg: the loss as fit computes it, revision by revision
     objective.config = loop.TrainConfig(reg=reg)
 
     def step(b: int) -> float:
         sl = slice((b * bs) % len(users), (b * bs) % len(users) + bs)
-        loss = objective.terms(model.batch_embeddings(users[sl], pos[sl], neg[sl]))["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with heap():
+            loss = objective.terms(model.batch_embeddings(users[sl], pos[sl], neg[sl]))["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         return float(loss.detach())
 
     return step

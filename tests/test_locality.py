@@ -81,11 +81,15 @@ def test_grouped_order_propagates_like_the_natural_order(ml100k_split):  # noqa:
     order's (float64)."""
     train, _ = ml100k_split
     adj = normalized_adjacency(train, dtype=torch.float64)
-    assert torch.equal(locality_order(adj, n_users=train.shape[0], clusters=4), locality_order(adj, clusters=0))
+    U = train.shape[0]
+    rcm = locality_order(adj, clusters=0)
+    users_first = torch.cat([rcm[rcm < U], rcm[rcm >= U]])  # RCM, users first (a stable partition)
+    assert torch.equal(locality_order(adj, n_users=U, clusters=4), users_first)
+    assert torch.equal(locality_order(adj, n_users=U), users_first)
     order = locality_order(adj, n_users=train.shape[0], clusters=4, min_eigenvalue=0.0)
     assert (order[: train.shape[0]] < train.shape[0]).all()
     assert sorted(order.tolist()) == list(range(adj.shape[0]))
-    assert not torch.equal(order, locality_order(adj, clusters=0))
+    assert not torch.equal(order, users_first)
     local = permute_adjacency(adj, order)
     x = torch.randn(adj.shape[0], 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     rank = torch.empty_like(order)
@@ -240,3 +244,39 @@ print(" ".join(f"{a},{b}" for a, b in out))
     assert (h0, h1, h5) == (0, 0, 0) and min(f0, f1, f5) > 8_000  # its own mmap, faulted in each time
     assert (h2, h3, h4) == (1, 1, 1)  # from the heap
     assert depth == 1 and depth_after == 0
+
+
+def test_layer_zero_in_order_is_the_concatenation_permuted():
+    """``LayerZeroInOrder`` equals ``cat([user_w, item_w])[order]`` for a users-first order, and its
+    gradient is the inverse gather (gradcheck, float64)."""
+    from whyrec.graph import LayerZeroInOrder
+
+    g = torch.Generator().manual_seed(0)
+    U, I, d = 5, 7, 3
+    order = torch.cat([torch.randperm(U, generator=g), U + torch.randperm(I, generator=g)])
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(U + I)
+    uw = torch.randn(U, d, dtype=torch.float64, generator=g, requires_grad=True)
+    iw = torch.randn(I, d, dtype=torch.float64, generator=g, requires_grad=True)
+    got = LayerZeroInOrder.apply(uw, iw, order, rank)
+    torch.testing.assert_close(got, torch.cat([uw, iw])[order], rtol=0, atol=0)
+    w = torch.randn(U + I, d, dtype=torch.float64, generator=g)
+    (got * w).sum().backward()
+    torch.testing.assert_close(uw.grad, w[rank[:U]], rtol=0, atol=0)
+    torch.testing.assert_close(iw.grad, w[rank[U:]], rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda a, b: LayerZeroInOrder.apply(a, b, order, rank), (uw, iw))
+
+
+def test_weighted_sq_norm_matches_autograd():
+    """The L2 term's one-pass function: ``Σ w_n ‖t_n‖²`` and its gradient ``2 w_n t_n`` by hand, and
+    gradcheck."""
+    from whyrec.models.base import _WeightedSqNorm
+
+    g = torch.Generator().manual_seed(1)
+    t = torch.randn(6, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.tensor([0.0, 1, 2, 0, 3, 1], dtype=torch.float64)
+    val = _WeightedSqNorm.apply(t, w)
+    torch.testing.assert_close(val, (w[:, None] * t * t).sum())
+    val.backward()
+    torch.testing.assert_close(t.grad, 2 * w[:, None] * t.detach())
+    assert torch.autograd.gradcheck(lambda a: _WeightedSqNorm.apply(a, w), (t,))

@@ -131,7 +131,7 @@ __all__ = [
     "layer_weights",
     "locality_order",
     "permute_adjacency",
-    "permute_rows",
+    "LayerZeroInOrder",
 ]
 
 
@@ -216,18 +216,19 @@ def locality_order(adj: Tensor, *, n_users: Optional[int] = None, clusters: Opti
     numbers each row's neighbours close together. On larger graphs the nodes are first grouped into
     ``clusters`` groups — k-means (:class:`sklearn.cluster.MiniBatchKMeans`) of a spectral embedding by
     ``Â²`` (:func:`_spectral_embedding`): users who share items, items that share users — and numbered
-    group by group (groups ordered by their mean RCM rank, nodes within a group in RCM order; with
-    ``n_users``, all users before all items), so that the rows one group of users reads stay in cache
+    group by group (groups ordered by their mean RCM rank, nodes within a group in RCM order), so that the rows one group of users reads stay in cache
     while they are read. On Gowalla one ``(N, 64)`` product takes 0.67-0.73 of its time in plain RCM
     order (``docs/results.md``). Groups are formed only where the graph has communities to find: where
     the embedding's weakest kept direction has ``|λ| ≥`` :data:`GROUP_MIN_EIGENVALUE` (Gowalla 0.88; a
     power-law graph drawn without communities, ``whyrec.data.synthetic``, ~0.3, whose product grouping made
-    1.17x slower); elsewhere the order is plain RCM.
+    1.17x slower); elsewhere the order is plain RCM. With ``n_users`` all users come before all items
+    (a stable partition of the order: :class:`LayerZeroInOrder` gathers each side into its half).
 
     Args:
         adj: ``(N, N)`` symmetric sparse CSR adjacency.
-        n_users: nodes ``0 .. n_users - 1`` are users, the rest items (``None``: sides not separated).
-        clusters: number of groups; ``None`` = ``min(64, N // 1024)``; below 2, plain RCM.
+        n_users: nodes ``0 .. n_users - 1`` are users, the rest items; the order numbers all users first
+            (``None``: sides not separated).
+        clusters: number of groups; ``None`` = ``min(64, N // 1024)``; below 4, plain RCM.
         seed: seed of the subspace iteration's start and of k-means (the order is deterministic).
         min_eigenvalue: the community test's threshold (``0`` groups any graph).
 
@@ -238,12 +239,13 @@ def locality_order(adj: Tensor, *, n_users: Optional[int] = None, clusters: Opti
 
     n = adj.shape[0]
     rcm = reverse_cuthill_mckee(_scipy_csr(adj), symmetric_mode=True).astype(np.int64)
+    side = np.zeros(n, np.int64) if n_users is None else (np.arange(n) >= n_users).astype(np.int64)
     k = min(64, n // 1024) if clusters is None else int(clusters)
-    if k < 2 or n < 2 * k:
-        return torch.from_numpy(rcm)
+    if k < 4 or n < 2 * k:  # (two groups would be the users and the items: Â²'s two eigenvalues 1)
+        return torch.from_numpy(rcm[np.argsort(side[rcm], kind="stable")])
     emb, sigma = _spectral_embedding(adj, min(16, k), seed)
     if sigma[-1] < min_eigenvalue:  # no strong communities: groups would only break up RCM's bands
-        return torch.from_numpy(rcm)
+        return torch.from_numpy(rcm[np.argsort(side[rcm], kind="stable")])
     from sklearn.cluster import MiniBatchKMeans
 
     labels = MiniBatchKMeans(k, random_state=seed, n_init=1, batch_size=4096).fit_predict(emb).astype(np.int64)
@@ -251,7 +253,6 @@ def locality_order(adj: Tensor, *, n_users: Optional[int] = None, clusters: Opti
     rank[rcm] = np.arange(n)
     mean_rank = np.bincount(labels, rank, minlength=k) / np.maximum(np.bincount(labels, minlength=k), 1)
     cluster_pos = np.argsort(np.argsort(mean_rank, kind="stable"), kind="stable")
-    side = np.zeros(n, np.int64) if n_users is None else (np.arange(n) >= n_users).astype(np.int64)
     return torch.from_numpy(np.lexsort((rank, cluster_pos[labels], side)).astype(np.int64))
 
 
@@ -297,23 +298,28 @@ def permute_adjacency(adj: Tensor, order: Tensor) -> Tensor:
     return _csr_tensor(S.indptr, S.indices, S.data, S.shape[0]).to(adj.device)
 
 
-class _PermuteRows(torch.autograd.Function):
-    """``x[order]`` for a permutation; the backward is the inverse gather ``g[rank]`` (no scatter)."""
+class LayerZeroInOrder(torch.autograd.Function):
+    """``cat([user_w, item_w])[order]`` for an order that numbers all users first, without the
+    concatenation: each side's rows gathered into its half of one ``(N, d)`` output. The backward is two
+    gathers (``g[rank[:U]]``, ``g[rank[U:]]``), no scatter.
+
+    Args (forward): ``user_w (U, d)``, ``item_w (I, d)``, ``order (N,)`` with ``order[:U] < U <= order[U:]``,
+    ``rank (N,)`` its inverse (``rank[order] = arange(N)``)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, order: Tensor, rank: Tensor) -> Tensor:
+    def forward(ctx, user_w: Tensor, item_w: Tensor, order: Tensor, rank: Tensor) -> Tensor:  # noqa: D401
+        u = user_w.shape[0]
         ctx.rank = rank
-        return x.index_select(0, order)
+        ctx.n_users = u
+        out = user_w.new_empty(u + item_w.shape[0], user_w.shape[1])
+        torch.index_select(user_w, 0, order[:u], out=out[:u])
+        torch.index_select(item_w, 0, order[u:] - u, out=out[u:])
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return grad.index_select(0, ctx.rank), None, None
-
-
-def permute_rows(x: Tensor, order: Tensor, rank: Tensor) -> Tensor:
-    """``x[order]`` with a gather for its backward; ``rank`` is the inverse permutation
-    (``rank[order] = arange(N)``)."""
-    return _PermuteRows.apply(x, order, rank)
+        u, rank = ctx.n_users, ctx.rank
+        return grad.index_select(0, rank[:u]), grad.index_select(0, rank[u:]), None, None
 
 
 def node_degrees(adj: Tensor) -> Tensor:
@@ -460,12 +466,20 @@ def propagate(adj: Tensor, emb0: Tensor, n_layers: int,
     return out, layers
 
 
-def _spmm_add(adj: Tensor, x: Tensor, y: Tensor, beta: float) -> Tensor:
-    """``Â x + beta · y`` (fused ``addmm`` where the backend supports it)."""
+def _spmm_add(adj: Tensor, x: Tensor, y: Tensor, beta: float, alpha: float = 1.0) -> Tensor:
+    """``alpha · Â x + beta · y`` (fused ``addmm`` where the backend supports it)."""
     try:
-        return torch.addmm(y, adj, x, beta=beta, alpha=1.0)
+        return torch.addmm(y, adj, x, beta=beta, alpha=alpha)
     except (RuntimeError, NotImplementedError):  # pragma: no cover - backend without sparse addmm
-        return _spmm(adj, x).add_(y, alpha=beta)
+        return _spmm(adj, x).mul_(alpha).add_(y, alpha=beta)
+
+
+def _spmm_acc_(out: Tensor, adj: Tensor, x: Tensor, alpha: float) -> Tensor:
+    """``out += alpha · Â x`` in place: for CSR one ``addmm`` into ``out`` itself (no product buffer, no
+    extra pass over ``out``)."""
+    if adj.layout == torch.sparse_csr:
+        return torch.addmm(out, adj, x, alpha=alpha, out=out)
+    return out.add_(_spmm(adj, x), alpha=alpha)
 
 
 class LightGCNPropagation(torch.autograd.Function):
@@ -483,10 +497,10 @@ class LightGCNPropagation(torch.autograd.Function):
         ctx.alphas = alphas
         out = emb0 * alphas[0]
         x = emb0
-        for a in alphas[1:]:
+        for a in alphas[1:-1]:
             x = _spmm(adj, x)
             out.add_(x, alpha=a)
-        return out
+        return _spmm_acc_(out, adj, x, alphas[-1]) if len(alphas) > 1 else out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -494,9 +508,12 @@ class LightGCNPropagation(torch.autograd.Function):
 
 
 def _horner(adj: Tensor, g: Tensor, a: tuple) -> Tensor:
-    """``Σ_k a_k Â^k g`` by Horner's rule, ``K`` fused sparse products."""
-    h = g * a[-1]
-    for k in range(len(a) - 2, -1, -1):
+    """``Σ_k a_k Â^k g`` by Horner's rule, ``K`` fused sparse products (the first, ``a_{K-1} g + a_K Â g``,
+    scales by ``a_K`` inside the product: no pass for ``a_K g``)."""
+    if len(a) == 1:
+        return g * a[0]
+    h = _spmm_add(adj, g, g, a[-2], alpha=a[-1])
+    for k in range(len(a) - 3, -1, -1):
         h = _spmm_add(adj, h, g, a[k])
     return h
 

@@ -58,6 +58,22 @@ def can(model, capability: str) -> bool:
     return capability in getattr(model, "capabilities", frozenset())
 
 
+class _WeightedSqNorm(torch.autograd.Function):
+    """``Σ_n w_n ‖t_n‖²`` for a table ``t (N, d)`` and weights ``w (N,)`` (no gradient for ``w``): one pass
+    forward (the row norms), one backward (``∂/∂t = 2 g w_n t_n``), where autograd's ``w @ t.square().sum(1)``
+    makes four (the square, its backward's power, two products)."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, weight: Tensor) -> Tensor:  # noqa: D401
+        ctx.save_for_backward(table, weight)
+        return weight @ torch.linalg.vector_norm(table, dim=1).square()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        table, weight = ctx.saved_tensors
+        return table * (weight * (2 * grad)).unsqueeze(1), None
+
+
 @dataclass(frozen=True)
 class BatchEmbeddings:
     """Rows needed by the BPR objective for a batch of ``b`` triples
@@ -151,7 +167,7 @@ class BatchEmbeddings:
             return sum(self.layer0[k].square().sum() for k in ks)
         table = self.layer0[0]
         count = torch.bincount(torch.cat([self.ids0[k] for k in ks]), minlength=table.shape[0]).to(table.dtype)
-        return count @ table.square().sum(1)
+        return _WeightedSqNorm.apply(table, count)
 
     def replace(self, **changes: Tensor) -> "BatchEmbeddings":
         """A copy with some of the final rows ``users``/``pos``/``neg`` replaced (the others gathered)."""

@@ -25,8 +25,8 @@ import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor, nn
 
-from ..graph import (LARGE_BATCH, cached_normalized_adjacency, covers_graph, layer_weights, locality_order,
-                     node_degrees, permute_adjacency, permute_rows, propagate, propagate_final, propagate_rows)
+from ..graph import (LARGE_BATCH, LayerZeroInOrder, cached_normalized_adjacency, covers_graph, layer_weights,
+                     locality_order, node_degrees, permute_adjacency, propagate, propagate_final, propagate_rows)
 from .base import CUDA, DOT, FOLD_IN, GRAPH, BatchEmbeddings, Recommender
 
 __all__ = ["LightGCNConfig", "LightGCN"]
@@ -218,23 +218,26 @@ class LightGCN(Recommender):
         loss reads in chunks: no ``(b, d)`` blocks, whose memory grows with the batch."""
         adj = self._require_graph()
         ids = (self._ids(users), self._ids(pos) + self.n_users, self._ids(neg) + self.n_users)
-        emb0 = self._emb0()
-        rows, x = torch.cat(ids), emb0
-        if self.config.reorder:
+        rows = torch.cat(ids)
+        if self.config.reorder:  # layer 0 gathered straight into the order; the L2 term reads it there
             if self.adj_local is None:
                 self.node_order = locality_order(adj, n_users=self.n_users).to(adj.device)
                 self.node_rank = torch.empty_like(self.node_order)
                 self.node_rank[self.node_order] = torch.arange(len(self.node_order), device=adj.device)
                 self.adj_local = permute_adjacency(adj, self.node_order)
-            adj, rows, x = self.adj_local, self.node_rank[rows], permute_rows(emb0, self.node_order, self.node_rank)
+            adj, rows = self.adj_local, self.node_rank[rows]
+            x = LayerZeroInOrder.apply(*self.layer0(), self.node_order, self.node_rank)
+            ids = rows.split(len(users))
+        else:
+            x = self._emb0()
         covers = None
-        if len(users) > LARGE_BATCH and emb0.requires_grad and torch.is_grad_enabled():
+        if len(users) > LARGE_BATCH and x.requires_grad and torch.is_grad_enabled():
             covers = covers_graph(rows, x.shape[0])
             if covers:
                 final = propagate_final(adj, x, self.n_layers, self.alphas)
-                return BatchEmbeddings.from_final(final, rows.split(len(users)), emb0, ids)
+                return BatchEmbeddings.from_final(final, rows.split(len(users)), x, ids)
         fin = propagate_rows(adj, x, self.n_layers, rows, self.alphas, split=len(ids), covers=covers)
-        return BatchEmbeddings.from_table(*fin, emb0, ids)
+        return BatchEmbeddings.from_table(*fin, x, ids)
 
     # ------------------------------------------------------------------ #
     # new users
