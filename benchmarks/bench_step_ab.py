@@ -8,7 +8,9 @@
 the same layer-0 weights and take the fast preset's step (batch 65,536, Adam lr 3e-2, L2 1e-4,
 positives per uniform user: ``benchmarks/gowalla_quality.py --preset fast``) on the same batches,
 alternating base, new, base, new ... (the order flips every round), so a shared machine's load
-hits both alike. Reported: the median seconds per step of each, their ratio, an epoch estimate
+hits both alike; each with fused Adam where its revision's ``fit`` uses it, the timed steps inside
+``whyrec.graph.heap_only`` as ``fit``'s epochs are (before 2026-12-03 the script took plain Adam and no
+heap_only: its epoch estimates were ~10-20 % above ``fit``'s). Reported: the median seconds per step of each, their ratio, an epoch estimate
 (steps per epoch × median step) and the largest relative difference of the two losses over the
 steps (both models train on, so this checks the same training per step). Writes JSON.
 
@@ -102,20 +104,18 @@ def make_step(pkg, train, weights, users, pos, neg, reg, bs):
     model = models.LightGCN(*train.shape, models.LightGCNConfig(dim=64, n_layers=3), graph=train)
     model.load_state_dict(weights)
     model.train()
-    # the optimizer and the heap as fit has them (fused Adam, the epoch inside heap_only), where the revision does
+    # the optimizer as fit has it (fused Adam), where the revision does
     opt = loop._adam(model.parameters(), FAST["lr"]) if hasattr(loop, "_adam") else \
         torch.optim.Adam(model.parameters(), lr=FAST["lr"])
-    heap = getattr(importlib.import_module(pkg.__name__ + ".graph"), "heap_only", contextlib.nullcontext)
     objective = loop.BPR()  # its terms() only read config.reg: the loss as fit computes it, revision by revision
     objective.config = loop.TrainConfig(reg=reg)
 
     def step(b: int) -> float:
         sl = slice((b * bs) % len(users), (b * bs) % len(users) + bs)
-        with heap():
-            loss = objective.terms(model.batch_embeddings(users[sl], pos[sl], neg[sl]))["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        loss = objective.terms(model.batch_embeddings(users[sl], pos[sl], neg[sl]))["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         return float(loss.detach())
 
     return step
@@ -177,14 +177,17 @@ def main() -> None:
              (("base", base), ("new", whyrec))}
     times = {name: [] for name in steps}
     loss = {name: [] for name in steps}
-    for b in range(args.rounds + 1):  # step 0: warm-up, not timed
-        for name in (("base", "new") if b % 2 else ("new", "base")):
-            if args.malloc_ab:
-                set_mmap(name == "base")
-            t = time.perf_counter()
-            loss[name].append(steps[name](b))
-            if b:
-                times[name].append(time.perf_counter() - t)
+    from whyrec.graph import heap_only  # the timed steps inside it, as fit runs an epoch (malloc is process-wide)
+
+    with (contextlib.nullcontext() if args.malloc_ab else heap_only()):
+        for b in range(args.rounds + 1):  # step 0: warm-up, not timed
+            for name in (("base", "new") if b % 2 else ("new", "base")):
+                if args.malloc_ab:
+                    set_mmap(name == "base")
+                t = time.perf_counter()
+                loss[name].append(steps[name](b))
+                if b:
+                    times[name].append(time.perf_counter() - t)
     step_peak = {name: [] for name in steps}
     for r in range(args.memory_rounds):  # after the timing: mmap on, every block of 32 MiB or more freed at once
         for name in (("base", "new") if r % 2 else ("new", "base")):

@@ -22,8 +22,8 @@ product ``\\hat A G`` instead of autograd's generic sparse backward.
 The adjacency keeps 32-bit indices (converted once, here, instead of by the CPU
 sparse kernel on every product), and every product writes into a fresh
 uninitialised output (no zero-fill, no copy). :func:`locality_order` and
-:func:`permute_adjacency` renumber the nodes (spectral communities, reverse Cuthill-McKee
-within them) so that a row's neighbours lie close together in memory; :class:`whyrec.models.LightGCN`
+:func:`permute_adjacency` renumber the nodes (spectral groups where the graph has communities,
+reverse Cuthill-McKee within them) so that a row's neighbours lie close together in memory; :class:`whyrec.models.LightGCN`
 trains in that order and maps ids back.
 """
 
@@ -216,8 +216,8 @@ def locality_order(adj: Tensor, *, n_users: Optional[int] = None, clusters: Opti
     numbers each row's neighbours close together. On larger graphs the nodes are first grouped into
     ``clusters`` groups — k-means (:class:`sklearn.cluster.MiniBatchKMeans`) of a spectral embedding by
     ``Â²`` (:func:`_spectral_embedding`): users who share items, items that share users — and numbered
-    group by group (groups ordered by their mean RCM rank, nodes within a group in RCM order), so that the rows one group of users reads stay in cache
-    while they are read. On Gowalla one ``(N, 64)`` product takes 0.67-0.73 of its time in plain RCM
+    group by group (groups ordered by their mean RCM rank, nodes within a group in RCM order), so that
+    the rows one group of users reads stay in cache while they are read. On Gowalla one ``(N, 64)`` product takes 0.67-0.73 of its time in plain RCM
     order (``docs/results.md``). Groups are formed only where the graph has communities to find: where
     the embedding's weakest kept direction has ``|λ| ≥`` :data:`GROUP_MIN_EIGENVALUE` (Gowalla 0.88; a
     power-law graph drawn without communities, ``whyrec.data.synthetic``, ~0.3, whose product grouping made
