@@ -18,7 +18,6 @@ called from any thread).
 from __future__ import annotations
 
 import functools
-import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,58 +30,25 @@ __all__ = ["bpr_table_loss_grad", "supports"]
 
 @functools.cache
 def _kernels():
-    """The compiled functions ``(by_user, block)``, built at the first use (importing numba takes ~0.7 s, which
-    nothing that does not train on the CPU should pay); ``cache=True`` keeps the machine code for the next
-    process."""
-    import numba
+    """The compiled functions ``(by_user, block)`` of :mod:`whyrec.train._bpr_numba`, imported at the first use
+    (importing numba takes ~0.7 s, which nothing that does not train on the CPU should pay; ``cache=True`` keeps
+    the machine code for the next process). ``block`` is the prefetching kernel where it compiles and agrees
+    with the plain one on a small problem, else the plain one (an LLVM without the ``llvm.prefetch.p0i8``
+    intrinsic's name)."""
+    from . import _bpr_numba as nb
 
-    # reassociation and fused multiply-adds for the d-long dot products and row updates; no "no NaN / no
-    # infinity" assumptions (an exploding model must give NaN, which the training loop reports)
-    fastmath = {"reassoc", "contract", "nsz", "arcp"}
-
-    @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _by_user(u, i, j, n):  # pragma: no cover - compiled
-        """The triples ordered by their user row (a stable counting sort, ``O(b + n)``): copies of ``u, i, j``."""
-        start = np.zeros(n + 1, dtype=np.int64)
-        for t in range(u.shape[0]):
-            start[u[t] + 1] += 1
-        for r in range(n):
-            start[r + 1] += start[r]
-        us, is_, js = np.empty_like(u), np.empty_like(i), np.empty_like(j)
-        for t in range(u.shape[0]):
-            q = start[u[t]]
-            us[q], is_[q], js[q] = u[t], i[t], j[t]
-            start[u[t]] = q + 1
-        return us, is_, js
-
-    @numba.njit(cache=True, nogil=True, fastmath=fastmath, boundscheck=False)
-    def _block(table, u, i, j, grad, lo, hi, scale, want_grad):  # pragma: no cover - compiled
-        d = table.shape[1]
-        diff = np.empty(d, dtype=table.dtype)
-        total = 0.0
-        for t in range(lo, hi):
-            eu, ei, ej = table[u[t]], table[i[t]], table[j[t]]
-            for k in range(d):
-                diff[k] = ei[k] - ej[k]
-            x = table.dtype.type(0.0)
-            for k in range(d):
-                x += eu[k] * diff[k]
-            xf = float(x)
-            total += max(-xf, 0.0) + math.log1p(math.exp(-abs(xf)))  # softplus(−x), stable
-            if want_grad:
-                w = table.dtype.type(-scale / (1.0 + math.exp(min(xf, 700.0))))  # −σ(−x) / b
-                gu = grad[u[t]]
-                for k in range(d):
-                    gu[k] += w * diff[k]
-                gi = grad[i[t]]
-                for k in range(d):
-                    gi[k] += w * eu[k]
-                gj = grad[j[t]]
-                for k in range(d):
-                    gj[k] -= w * eu[k]
-        return total
-
-    return _by_user, _block
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((8, 4)).astype(np.float32)
+    ids = [rng.integers(0, 8, 32) for _ in range(3)]
+    try:
+        got, want = (np.zeros_like(table), np.zeros_like(table))
+        a = nb.block_prefetch(table, *ids, got, 0, 32, 1 / 32, True)
+        b = nb.block(table, *ids, want, 0, 32, 1 / 32, True)
+        if a == b and np.array_equal(got, want):
+            return nb.by_user, nb.block_prefetch
+    except Exception:  # pragma: no cover - an LLVM that lacks the intrinsic
+        pass
+    return nb.by_user, nb.block  # pragma: no cover
 
 
 _POOL: ThreadPoolExecutor | None = None
