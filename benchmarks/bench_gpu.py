@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _out import write  # noqa: E402
 from gowalla_quality import PRESETS  # noqa: E402
 from whyrec.data import load_dataset  # noqa: E402
 from whyrec.device import resolve_device  # noqa: E402
@@ -211,10 +212,7 @@ def main() -> None:
     result.update(total_s=round(time.perf_counter() - t_all, 1), load_average_before=load_before,
                   load_average_after=os.getloadavg(), platform=platform.platform(), cpus=os.cpu_count(),
                   command=" ".join([Path(sys.executable).name, *sys.argv]))
-    out = args.out or ROOT / "benchmarks" / "results" / f"gpu_{device.type}{'_smoke' if smoke else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write(args.out or ROOT / "benchmarks" / "results" / f"gpu_{device.type}{'_smoke' if smoke else ''}.json", result)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/order_<scale>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from _out import write
     from bench_step_ab import load_train
 
     args.train_npz, args.steps_per_epoch = None, None
@@ -93,10 +94,7 @@ def main() -> None:
     }
     print(json.dumps({k: out[k] for k in ("product_s_median", "over_rcm", "order_build_s", "sigma16", "groups_formed",
                                           "load_average_start", "load_average_end")}))
-    path = args.out or ROOT / "benchmarks" / "results" / f"order_{args.scale}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+    write(args.out or ROOT / "benchmarks" / "results" / f"order_{args.scale}.json", out)
 
 
 if __name__ == "__main__":

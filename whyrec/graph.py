@@ -220,8 +220,8 @@ def locality_order(adj: Tensor, *, n_users: Optional[int] = None, clusters: Opti
     the rows one group of users reads stay in cache while they are read. On Gowalla one ``(N, 64)`` product takes 0.67-0.73 of its time in plain RCM
     order (``docs/results.md``). Groups are formed only where the graph has communities to find: where
     the embedding's weakest kept direction has ``|λ| ≥`` :data:`GROUP_MIN_EIGENVALUE` (Gowalla 0.88; a
-    power-law graph drawn without communities, ``whyrec.data.synthetic``, ~0.3, whose product grouping made
-    1.17x slower); elsewhere the order is plain RCM. With ``n_users`` all users come before all items
+    power-law graph drawn without communities, ``whyrec.data.synthetic``, 0.29, where grouping gained
+    nothing: 1.00x at two threads, 1.17x slower at one); elsewhere the order is plain RCM. With ``n_users`` all users come before all items
     (a stable partition of the order: :class:`LayerZeroInOrder` gathers each side into its half).
 
     Args:
