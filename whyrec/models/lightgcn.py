@@ -235,7 +235,7 @@ class LightGCN(Recommender):
             covers = covers_graph(rows, x.shape[0])
             if covers:
                 final = propagate_final(adj, x, self.n_layers, self.alphas)
-                return BatchEmbeddings.from_final(final, rows.split(len(users)), x, ids)
+                return BatchEmbeddings.from_final(final, ids, x, ids)  # layer 0 and final: the same order
         fin = propagate_rows(adj, x, self.n_layers, rows, self.alphas, split=len(ids), covers=covers)
         return BatchEmbeddings.from_table(*fin, x, ids)
 
