@@ -23,8 +23,8 @@ The adjacency keeps 32-bit indices (converted once, here, instead of by the CPU
 sparse kernel on every product), and every product writes into a fresh
 uninitialised output (no zero-fill, no copy). :func:`locality_order` and
 :func:`permute_adjacency` renumber the nodes (spectral groups where the graph has communities,
-reverse Cuthill-McKee within them) so that a row's neighbours lie close together in memory; :class:`whyrec.models.LightGCN`
-trains in that order and maps ids back.
+reverse Cuthill-McKee within them) so that a row's neighbours lie close together in memory;
+:class:`whyrec.models.LightGCN` trains in that order and maps ids back.
 """
 
 from __future__ import annotations
@@ -217,12 +217,13 @@ def locality_order(adj: Tensor, *, n_users: Optional[int] = None, clusters: Opti
     ``clusters`` groups — k-means (:class:`sklearn.cluster.MiniBatchKMeans`) of a spectral embedding by
     ``Â²`` (:func:`_spectral_embedding`): users who share items, items that share users — and numbered
     group by group (groups ordered by their mean RCM rank, nodes within a group in RCM order), so that
-    the rows one group of users reads stay in cache while they are read. On Gowalla one ``(N, 64)`` product takes 0.67-0.73 of its time in plain RCM
-    order (``docs/results.md``). Groups are formed only where the graph has communities to find: where
-    the embedding's weakest kept direction has ``|λ| ≥`` :data:`GROUP_MIN_EIGENVALUE` (Gowalla 0.88; a
-    power-law graph drawn without communities, ``whyrec.data.synthetic``, 0.29, where grouping gained
-    nothing: 1.00x at two threads, 1.17x slower at one); elsewhere the order is plain RCM. With ``n_users`` all users come before all items
-    (a stable partition of the order: :class:`LayerZeroInOrder` gathers each side into its half).
+    the rows one group of users reads stay in cache while they are read. On Gowalla one ``(N, 64)``
+    product takes 0.67-0.75 of its time in plain RCM order (``docs/results.md``). Groups are formed only
+    where the graph has communities to find: where the embedding's weakest kept direction has ``|λ| ≥``
+    :data:`GROUP_MIN_EIGENVALUE` (Gowalla 0.88; a power-law graph drawn without communities,
+    ``whyrec.data.synthetic``, 0.29, where grouping gained nothing: 1.00x at two threads, 1.17x slower at
+    one); elsewhere the order is plain RCM. With ``n_users`` all users come before all items (a stable
+    partition of the order: :class:`LayerZeroInOrder` gathers each side into its half).
 
     Args:
         adj: ``(N, N)`` symmetric sparse CSR adjacency.
@@ -268,7 +269,7 @@ def _spectral_embedding(adj: Tensor, dim: int, seed: int, rounds: int = 4) -> tu
     two) and a k-means cluster of the embedding holds users who share items, items that share users, or
     both: the rows a product reads together. (Clustering by ``I + Â``, whose eigenvectors spread over users
     and items alike, made Gowalla's product 1.4x slower than plain RCM; by ``Â²``, 0.73-0.77x, and
-    0.67-0.73x with the users numbered before the items.)"""
+    0.67-0.75x with the users numbered before the items.)"""
     n = adj.shape[0]
     dim = min(dim, n)
     a = adj.to(torch.float32) if adj.dtype != torch.float32 else adj
