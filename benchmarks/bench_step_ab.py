@@ -25,7 +25,9 @@ both draw the same samples. ``--memory-rounds M``: after the timing, M more step
 each with glibc's mmap on and the process's peak resident memory reset before it (``malloc_trim``,
 ``/proc/self/clear_refs``): the step's peak above the memory before it (blocks under glibc's mmap threshold
 may be reused from the heap by either side, so this is a lower bound of each). ``--train-npz F``: the training matrix from ``scipy.sparse.save_npz``
-instead of drawing it.
+instead of drawing it. ``--fit-rounds R``: also R alternating whole ``fit`` runs of each revision
+(``--fit-epochs`` epochs, the fast preset's settings, no evaluation): each epoch as ``fit`` times it
+(sampling, ``heap_only``, the steps), the first of every run left out.
 """
 
 from __future__ import annotations
@@ -121,6 +123,19 @@ def make_step(pkg, train, weights, users, pos, neg, reg, bs):
     return step
 
 
+def fit_epochs(pkg, train, weights, bs: int, args) -> list:
+    """Seconds of each epoch but the first (its node order, compilation) of ``pkg``'s ``fit`` with the fast
+    preset's settings (cosine over ``--fit-epochs``, positives per uniform user, no evaluation)."""
+    models = importlib.import_module(pkg.__name__ + ".models")
+    loop = importlib.import_module(pkg.__name__ + ".train.loop")
+    model = models.LightGCN(*train.shape, models.LightGCNConfig(dim=64, n_layers=3), graph=train)
+    model.load_state_dict(weights)
+    cfg = loop.TrainConfig(epochs=args.fit_epochs, lr=FAST["lr"], reg=FAST["reg"], batch_size=bs, seed=args.seed,
+                           num_threads=args.threads, lr_schedule="cosine", lr_min=0.0, positives="users",
+                           eval_every=10**9, patience=None)
+    return [row["seconds"] for row in loop.fit(model, train, None, cfg, progress=False).epochs[1:]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="HEAD~1", help="git revision to compare the working tree with")
@@ -135,6 +150,9 @@ def main() -> None:
     ap.add_argument("--memory-rounds", type=int, default=0,
                     help="after the timing, this many more steps of each with the step's peak memory above the "
                          "resident memory before it (mmap on, so freed big blocks leave; Linux /proc)")
+    ap.add_argument("--fit-rounds", type=int, default=0,
+                    help="also this many alternating whole fits of each (--fit-epochs epochs, fit's own loop)")
+    ap.add_argument("--fit-epochs", type=int, default=6, help="epochs of each --fit-rounds fit (the first not counted)")
     ap.add_argument("--train-npz", default=None, help="training matrix saved with scipy.sparse.save_npz")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step_ab.json"))
     args = ap.parse_args()
@@ -195,6 +213,10 @@ def main() -> None:
             before = rss_mb(trim=True)
             steps[name](args.rounds + 1 + r)
             step_peak[name].append(peak_since_mb() - before)
+    fit_epoch_s = {name: [] for name in steps}
+    for r in range(args.fit_rounds):  # whole epochs as fit runs them: sampling, heap_only, the steps, the lr schedule
+        for name, pkg in ((("base", base), ("new", whyrec)) if r % 2 else (("new", whyrec), ("base", base))):
+            fit_epoch_s[name] += fit_epochs(pkg, train, weights, bs, args)
     med = {name: statistics.median(v) for name, v in times.items()}
     steps_per_epoch = math.ceil(train.nnz / bs)
     out = {
@@ -208,6 +230,10 @@ def main() -> None:
         "s_per_step_median": med, "s_per_step_all": times, "new_over_base": med["new"] / med["base"],
         "steps_per_epoch": steps_per_epoch, "epoch_s_estimate": {k: v * steps_per_epoch for k, v in med.items()},
         "step_peak_extra_mb_median": {k: statistics.median(v) for k, v in step_peak.items() if v},
+        "fit_epoch_s_median": {k: statistics.median(v) for k, v in fit_epoch_s.items() if v},
+        "fit_new_over_base": (statistics.median(fit_epoch_s["new"]) / statistics.median(fit_epoch_s["base"])
+                              if fit_epoch_s["new"] else None),
+        "fit_epoch_s_all": fit_epoch_s,
         "step_peak_extra_mb_all": step_peak,
         "loss_max_rel_diff": max(abs(a - b) / abs(a) for a, b in zip(loss["base"], loss["new"])),
         "loss_first_last": {k: [v[0], v[-1]] for k, v in loss.items()},
@@ -215,7 +241,8 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
     }
     print(json.dumps({k: out[k] for k in ("s_per_step_median", "new_over_base", "epoch_s_estimate", "sample_s_median",
-                                          "step_peak_extra_mb_median", "loss_max_rel_diff", "load_average_start", "load_average_end")}))
+                                          "step_peak_extra_mb_median", "fit_epoch_s_median", "fit_new_over_base",
+                                          "loss_max_rel_diff", "load_average_start", "load_average_end")}))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
