@@ -10,7 +10,8 @@ positives per uniform user: ``benchmarks/gowalla_quality.py --preset fast``) on 
 alternating base, new, base, new ... (the order flips every round), so a shared machine's load
 hits both alike; each with fused Adam where its revision's ``fit`` uses it, the timed steps inside
 ``whyrec.graph.heap_only`` as ``fit``'s epochs are (before 2026-12-03 the script took plain Adam and no
-heap_only: its epoch estimates were ~10-20 % above ``fit``'s). Reported: the median seconds per step of each, their ratio, an epoch estimate
+heap_only: its epoch estimates were ~10-20 % above ``fit``'s). Reported: the median seconds per step of
+each, their ratio, an epoch estimate
 (steps per epoch × median step) and the largest relative difference of the two losses over the
 steps (both models train on, so this checks the same training per step). Writes JSON.
 

@@ -52,7 +52,7 @@ def test_locality_order_numbers_each_community_together(n_comm):
     """``n_comm`` dense communities of 30 users x 30 items, joined by one interaction each: with
     ``2 n_comm`` groups, the users of each community and the items of each community come out as
     contiguous runs (``2 n_comm - 1`` changes of group along the order), for every seed; the same seed
-    gives the same order; plain RCM (``clusters=0``) is the fallback below two groups."""
+    gives the same order; plain RCM (``clusters=0``) is the fallback below four groups."""
     rng = np.random.default_rng(0)
     blocks = [sp.csr_matrix(rng.random((30, 30)) < 0.4) for _ in range(n_comm)]
     R = sp.block_diag(blocks).tolil()

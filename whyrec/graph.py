@@ -241,12 +241,13 @@ def locality_order(adj: Tensor, *, n_users: Optional[int] = None, clusters: Opti
     n = adj.shape[0]
     rcm = reverse_cuthill_mckee(_scipy_csr(adj), symmetric_mode=True).astype(np.int64)
     side = np.zeros(n, np.int64) if n_users is None else (np.arange(n) >= n_users).astype(np.int64)
+    plain = torch.from_numpy(rcm[np.argsort(side[rcm], kind="stable")])  # RCM, users first
     k = min(64, n // 1024) if clusters is None else int(clusters)
     if k < 4 or n < 2 * k:  # (two groups would be the users and the items: Â²'s two eigenvalues 1)
-        return torch.from_numpy(rcm[np.argsort(side[rcm], kind="stable")])
+        return plain
     emb, sigma = _spectral_embedding(adj, min(16, k), seed)
     if sigma[-1] < min_eigenvalue:  # no strong communities: groups would only break up RCM's bands
-        return torch.from_numpy(rcm[np.argsort(side[rcm], kind="stable")])
+        return plain
     from sklearn.cluster import MiniBatchKMeans
 
     labels = MiniBatchKMeans(k, random_state=seed, n_init=1, batch_size=4096).fit_predict(emb).astype(np.int64)
@@ -467,20 +468,16 @@ def propagate(adj: Tensor, emb0: Tensor, n_layers: int,
     return out, layers
 
 
-def _spmm_add(adj: Tensor, x: Tensor, y: Tensor, beta: float, alpha: float = 1.0) -> Tensor:
-    """``alpha · Â x + beta · y`` (fused ``addmm`` where the backend supports it)."""
+def _spmm_add(adj: Tensor, x: Tensor, y: Tensor, beta: float, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """``alpha · Â x + beta · y`` (fused ``addmm`` where the backend supports it); ``inplace``: written
+    into ``y`` itself (for CSR no product buffer and no extra pass over ``y``)."""
     try:
+        if inplace:
+            return torch.addmm(y, adj, x, beta=beta, alpha=alpha, out=y)
         return torch.addmm(y, adj, x, beta=beta, alpha=alpha)
     except (RuntimeError, NotImplementedError):  # pragma: no cover - backend without sparse addmm
-        return _spmm(adj, x).mul_(alpha).add_(y, alpha=beta)
-
-
-def _spmm_acc_(out: Tensor, adj: Tensor, x: Tensor, alpha: float) -> Tensor:
-    """``out += alpha · Â x`` in place: for CSR one ``addmm`` into ``out`` itself (no product buffer, no
-    extra pass over ``out``)."""
-    if adj.layout == torch.sparse_csr:
-        return torch.addmm(out, adj, x, alpha=alpha, out=out)
-    return out.add_(_spmm(adj, x), alpha=alpha)
+        p = _spmm(adj, x)
+        return y.mul_(beta).add_(p, alpha=alpha) if inplace else p.mul_(alpha).add_(y, alpha=beta)
 
 
 class LightGCNPropagation(torch.autograd.Function):
@@ -501,7 +498,7 @@ class LightGCNPropagation(torch.autograd.Function):
         for a in alphas[1:-1]:
             x = _spmm(adj, x)
             out.add_(x, alpha=a)
-        return _spmm_acc_(out, adj, x, alphas[-1]) if len(alphas) > 1 else out
+        return _spmm_add(adj, x, out, 1.0, alpha=alphas[-1], inplace=True) if len(alphas) > 1 else out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
