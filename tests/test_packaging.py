@@ -73,6 +73,19 @@ def test_wheel_lists_the_page(installed):
         assert f"whyrec/serve/static/{name}" in names, names
 
 
+def test_installed_package_compiles_its_kernel(installed, tmp_path):
+    """The wheel carries ``whyrec/spmm.c``, and the installed package compiles and uses it."""
+    assert "whyrec/spmm.c" in zipfile.ZipFile(installed["wheel"]).namelist()
+    if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
+        pytest.skip("no C compiler here")
+    env = {**_clean_env(), "WHYREC_CACHE": str(tmp_path)}
+    out = subprocess.run([str(installed["python"]), "-c", "import whyrec.spmm as s; print(s.available(), s.__file__)"],
+                         check=True, capture_output=True, text=True, cwd=installed["tmp"], env=env)
+    ok, where = out.stdout.split()
+    assert ok == "True" and installed["site"].resolve() in Path(where).resolve().parents
+    assert list((tmp_path / "kernels").glob("spmm-*.so"))
+
+
 def test_installed_package_is_not_the_source_tree(installed):
     out = subprocess.run([str(installed["python"]), "-c", "import whyrec, sys; print(whyrec.__file__)"],
                          check=True, capture_output=True, text=True, cwd=installed["tmp"], env=_clean_env())

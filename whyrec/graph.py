@@ -43,6 +43,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from .spmm import addmm as native_addmm
+
 
 def tune_malloc() -> bool:
     """Keep freed memory in glibc's heap instead of handing it back to the kernel after every
@@ -398,8 +400,10 @@ def cached_normalized_adjacency(train, *, dtype: torch.dtype = torch.float32,
 # sparse matmul with the symmetric backward
 # --------------------------------------------------------------------------- #
 def _spmm(adj: Tensor, x: Tensor) -> Tensor:
-    """``adj @ x``; for CSR, ``addmm`` with ``beta = 0`` into an uninitialised output (``sparse.mm``
-    zero-fills a result and then copies it)."""
+    """``adj @ x``: :func:`whyrec.spmm.addmm` where it applies; else for CSR Torch's ``addmm`` with ``beta = 0``
+    into an uninitialised output (``sparse.mm`` zero-fills a result and then copies it)."""
+    if (out := native_addmm(adj, x)) is not None:
+        return out
     if adj.layout == torch.sparse_csr:
         out = x.new_empty(adj.shape[0], x.shape[1])
         return torch.addmm(out, adj, x, beta=0.0, out=out)
@@ -469,8 +473,11 @@ def propagate(adj: Tensor, emb0: Tensor, n_layers: int,
 
 
 def _spmm_add(adj: Tensor, x: Tensor, y: Tensor, beta: float, alpha: float = 1.0, inplace: bool = False) -> Tensor:
-    """``alpha · Â x + beta · y`` (fused ``addmm`` where the backend supports it); ``inplace``: written
-    into ``y`` itself (for CSR no product buffer and no extra pass over ``y``)."""
+    """``alpha · Â x + beta · y``; ``inplace``: written into ``y`` itself. :func:`whyrec.spmm.addmm` where it
+    applies (no copy of ``y`` out of place either), else Torch's fused ``addmm`` (which copies ``y`` into a new
+    result out of place)."""
+    if (out := native_addmm(adj, x, y, beta, alpha, out=y if inplace else None)) is not None:
+        return out
     try:
         if inplace:
             return torch.addmm(y, adj, x, beta=beta, alpha=alpha, out=y)
@@ -483,22 +490,17 @@ def _spmm_add(adj: Tensor, x: Tensor, y: Tensor, beta: float, alpha: float = 1.0
 class LightGCNPropagation(torch.autograd.Function):
     """``E = Σ_{k=0..K} α_k Â^k E^(0)`` in one autograd node.
 
-    Forward: K sparse products (only the running layer and the sum are kept).
-    Backward, with ``Â`` symmetric: ``dL/dE^(0) = Σ_k α_k Â^k G``, evaluated by
-    Horner's rule ``H ← α_K G;  H ← α_k G + Â H  (k = K-1..0)`` -- K fused
-    sparse products. Saves nothing but ``Â`` for the backward.
+    Forward and backward are the same polynomial of ``Â`` (symmetric): ``E = Σ_k α_k Â^k E^(0)`` and
+    ``dL/dE^(0) = Σ_k α_k Â^k G``, both by Horner's rule ``H ← α_K X;  H ← α_k X + Â H  (k = K-1..0)``
+    (:func:`_horner`) -- K fused sparse products each way, nothing else with the compiled kernel
+    (:mod:`whyrec.spmm`). Saves nothing but ``Â`` for the backward.
     """
 
     @staticmethod
     def forward(ctx, adj: Tensor, emb0: Tensor, alphas: tuple) -> Tensor:  # noqa: D401
         ctx.adj = adj
         ctx.alphas = alphas
-        out = emb0 * alphas[0]
-        x = emb0
-        for a in alphas[1:-1]:
-            x = _spmm(adj, x)
-            out.add_(x, alpha=a)
-        return _spmm_add(adj, x, out, 1.0, alpha=alphas[-1], inplace=True) if len(alphas) > 1 else out
+        return _horner(adj, emb0, alphas)
 
     @staticmethod
     def backward(ctx, grad: Tensor):

@@ -18,12 +18,12 @@ called from any thread).
 from __future__ import annotations
 
 import functools
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..spmm import thread_pool
 
 __all__ = ["bpr_table_loss_grad", "supports"]
 
@@ -49,20 +49,6 @@ def _kernels():
     except Exception:  # pragma: no cover - an LLVM that lacks the intrinsic
         pass
     return nb.by_user, nb.block  # pragma: no cover
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)  # idle between calls: its threads end now
-            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whyrec-bpr")
-        return _POOL
 
 
 def supports(table: Tensor) -> bool:
@@ -97,7 +83,7 @@ def bpr_table_loss_grad(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, 
         total = block(tab, *ids, grad, 0, b, scale, want_grad)
     else:
         bufs = [grad] + [np.zeros_like(grad) for _ in range(shares - 1)]
-        futures = [_pool(shares).submit(block, tab, *ids, bufs[s], int(bounds[s]), int(bounds[s + 1]), scale,
+        futures = [thread_pool(shares).submit(block, tab, *ids, bufs[s], int(bounds[s]), int(bounds[s + 1]), scale,
                                         want_grad) for s in range(shares)]
         total = sum(f.result() for f in futures)
         for extra in bufs[1:]:

@@ -1,0 +1,121 @@
+/* CSR (int32 indices, float32 values) x dense float32 rows, for whyrec.spmm (compiled at first use).
+ *
+ *   out[r] = beta * y[r] + alpha * sum_{p in row r} val[p] * x[col[p]]      (y == NULL: beta ignored)
+ *
+ * for the rows lo .. hi-1; a caller runs disjoint row ranges on several threads. Each row's sum is
+ * taken in storage order, one float accumulator per column (the order MKL's CSR product uses: the
+ * same bits). While row r is summed, the x rows of the entries AHEAD places further on (across row
+ * boundaries, up to the range's end) are prefetched: a product of a sparse graph is bound by the
+ * latency of those gathers, not by arithmetic. y may be out itself (its row is read before it is
+ * written); x must not overlap out.
+ */
+#include <stdint.h>
+
+#ifndef AHEAD
+#define AHEAD 16
+#endif
+
+#define ROWS(NAME, D)                                                                                    \
+    static void NAME(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,  \
+                     const float *x, const float *y, float beta, float alpha, float *out) {              \
+        const int32_t end = crow[hi];                                                                    \
+        for (int64_t r = lo; r < hi; r++) {                                                              \
+            float acc[D];                                                                                \
+            for (int k = 0; k < D; k++) acc[k] = 0.0f;                                                   \
+            const int32_t e = crow[r + 1];                                                               \
+            for (int32_t p = crow[r]; p < e; p++) {                                                      \
+                if (p + AHEAD < end) {                                                                   \
+                    const char *q = (const char *)(x + (int64_t)col[p + AHEAD] * D);                     \
+                    for (int c = 0; c < D * 4; c += 64) __builtin_prefetch(q + c, 0, 3);                 \
+                }                                                                                        \
+                const float v = val[p];                                                                  \
+                const float *xr = x + (int64_t)col[p] * D;                                               \
+                for (int k = 0; k < D; k++) acc[k] += v * xr[k];                                         \
+            }                                                                                            \
+            float *o = out + r * D;                                                                      \
+            if (y) {                                                                                     \
+                const float *yr = y + r * D;                                                             \
+                for (int k = 0; k < D; k++) o[k] = beta * yr[k] + alpha * acc[k];                        \
+            } else {                                                                                     \
+                for (int k = 0; k < D; k++) o[k] = alpha * acc[k];                                       \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+ROWS(rows16, 16)
+ROWS(rows32, 32)
+ROWS(rows64, 64)
+ROWS(rows128, 128)
+
+/* any width d: blocks of 16 columns (the row's entries read once per block), then the rest */
+static void rows_any(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
+                     const float *x, int64_t d, const float *y, float beta, float alpha, float *out) {
+    for (int64_t r = lo; r < hi; r++) {
+        const int32_t s = crow[r], e = crow[r + 1];
+        for (int64_t c0 = 0; c0 < d; c0 += 16) {
+            const int64_t w = d - c0 < 16 ? d - c0 : 16;
+            float acc[16] = {0.0f};
+            for (int32_t p = s; p < e; p++) {
+                const float v = val[p];
+                const float *xr = x + (int64_t)col[p] * d + c0;
+                for (int64_t k = 0; k < w; k++) acc[k] += v * xr[k];
+            }
+            float *o = out + r * d + c0;
+            if (y) {
+                const float *yr = y + r * d + c0;
+                for (int64_t k = 0; k < w; k++) o[k] = beta * yr[k] + alpha * acc[k];
+            } else {
+                for (int64_t k = 0; k < w; k++) o[k] = alpha * acc[k];
+            }
+        }
+    }
+}
+
+static void rows(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
+                 const float *x, int64_t d, const float *y, float beta, float alpha, float *out) {
+    switch (d) {
+    case 16: rows16(lo, hi, crow, col, val, x, y, beta, alpha, out); break;
+    case 32: rows32(lo, hi, crow, col, val, x, y, beta, alpha, out); break;
+    case 64: rows64(lo, hi, crow, col, val, x, y, beta, alpha, out); break;
+    case 128: rows128(lo, hi, crow, col, val, x, y, beta, alpha, out); break;
+    default: rows_any(lo, hi, crow, col, val, x, d, y, beta, alpha, out);
+    }
+}
+
+/* the first row whose start is at or past `target` stored entries (binary search of crow) */
+static int64_t row_at(const int32_t *crow, int64_t n, int64_t target) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (crow[mid] < target) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* 1 where compiled with OpenMP (the caller then passes all rows and its thread count) */
+int whyrec_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* rows lo .. hi-1 of the product on `threads` threads (OpenMP; its runtime is the process's, Torch's own
+ * libgomp where Torch loaded it first), each a contiguous share of equal stored entries */
+void whyrec_csr_addmm_f32(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
+                          const float *x, int64_t d, const float *y, float beta, float alpha, float *out,
+                          int threads) {
+    if (threads <= 1 || hi - lo < 2) {
+        rows(lo, hi, crow, col, val, x, d, y, beta, alpha, out);
+        return;
+    }
+    const int64_t first = crow[lo], nnz = crow[hi] - first;
+#pragma omp parallel for schedule(static, 1) num_threads(threads)
+    for (int s = 0; s < threads; s++) {
+        int64_t a = s == 0 ? lo : row_at(crow, hi, first + nnz * s / threads);
+        int64_t b = s == threads - 1 ? hi : row_at(crow, hi, first + nnz * (s + 1) / threads);
+        if (a < lo) a = lo;
+        rows(a, b, crow, col, val, x, d, y, beta, alpha, out);
+    }
+}
