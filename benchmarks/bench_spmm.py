@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/spmm_<scale>.json")
     args = ap.parse_args()
     if not spmm.available():
-        raise SystemExit("error: whyrec.spmm's kernel did not compile here (no C compiler, or WHYREC_NATIVE_SPMM=0)")
+        raise SystemExit("error: whyrec.spmm's kernel did not compile here (no C compiler, or WHYREC_NATIVE=0)")
     torch.set_num_threads(args.threads)
     from _out import write
     from bench_step_ab import load_train

@@ -142,17 +142,19 @@ _PROBE = ("import torch, scipy.sparse as sp, whyrec.spmm as s; from whyrec.graph
           "propagate_final; R = sp.random(40, 30, density=0.2, format='csr', random_state=0); R.data[:] = 1; "
           "a = normalized_adjacency(R); x = torch.randn(70, 8); ref = torch.sparse.mm(a, torch.sparse.mm(a, x)); "
           "out = propagate_final(a, x, 2, alphas=[0.0, 0.0, 1.0]); "
-          "print(s.available(), float((out - ref).abs().max()))")
+          "from whyrec.train.bpr_kernel import supports; "
+          "print(s.available(), supports(torch.zeros(2, 2)), float((out - ref).abs().max()))")
 
 
-@pytest.mark.parametrize("env", [{"WHYREC_NATIVE_SPMM": "0"}, {"CC": "false"}], ids=["switched-off", "no-compiler"])
+@pytest.mark.parametrize("env", [{"WHYREC_NATIVE": "0"}, {"CC": "false"}], ids=["switched-off", "no-compiler"])
 def test_falls_back_to_torch(env, tmp_path):
-    """Switched off, or with a compiler that fails (and no library cached): no kernel, the same products."""
+    """Switched off, or with a compiler that fails (and no library cached): no kernels (the product's, the BPR
+    pass's), the same products."""
     full = {**os.environ, "WHYREC_CACHE": str(tmp_path), **env}
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=full, cwd=ROOT,
                          check=True)
-    ok, err = out.stdout.split()
-    assert ok == "False" and float(err) < 1e-5, out.stdout + out.stderr
+    ok, bpr, err = out.stdout.split()
+    assert ok == bpr == "False" and float(err) < 1e-5, out.stdout + out.stderr
     assert not list(tmp_path.rglob("*.so"))
 
 
@@ -163,8 +165,9 @@ def test_compiles_into_its_cache_once(tmp_path):
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, cwd=ROOT,
                              check=True)
-        ok, err = out.stdout.split()
-        assert ok == "True" and float(err) < 1e-5
+        ok, bpr, err = out.stdout.split()
+        assert ok == bpr == "True" and float(err) < 1e-5
+    assert len(list((tmp_path / "kernels").glob("bpr-*.so"))) == 1
     libs = list((tmp_path / "kernels").glob("spmm-*.so"))
     assert len(libs) == 1
     mtime = libs[0].stat().st_mtime_ns

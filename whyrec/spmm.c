@@ -92,15 +92,6 @@ static int64_t row_at(const int32_t *crow, int64_t n, int64_t target) {
     return lo;
 }
 
-/* 1 where compiled with OpenMP (the caller then passes all rows and its thread count) */
-int whyrec_openmp(void) {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 /* rows lo .. hi-1 of the product on `threads` threads (OpenMP; its runtime is the process's, Torch's own
  * libgomp where Torch loaded it first), each a contiguous share of equal stored entries */
 void whyrec_csr_addmm_f32(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,

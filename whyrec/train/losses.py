@@ -86,7 +86,8 @@ def bpr_loss_table(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, chunk
     if kernel is None:
         kernel = supports(table)
     elif kernel and not supports(table):
-        raise ValueError(f"the compiled BPR pass needs a CPU float32/float64 table, got {table.dtype} on {table.device}")
+        raise ValueError(f"the compiled BPR pass needs a CPU float32/float64 table and a C compiler at first use "
+                         f"(whyrec.native), got {table.dtype} on {table.device}")
     return _BPRTable.apply(table, users, pos, neg, max(1, int(chunk)), bool(kernel))
 
 
