@@ -1,6 +1,7 @@
 /* The BPR loss of a final table and its gradient in one pass over the triples (whyrec.train.bpr_kernel).
  *
- * For triple t = (u, i, j), margin x_t = e_u . (e_i - e_j) and w_t = -sigma(-x_t) * scale:
+ * For triple t = (u, i, j), margin x_t = e_u . (e_i - e_j) and w_t = -sigma(-x_t) * scale (both from one
+ * exponential, in the table's precision):
  *
  *     L = sum_t softplus(-x_t)      (returned; the caller divides by b)
  *     grad[u] += w_t (e_i - e_j),   grad[i] += w_t e_u,   grad[j] -= w_t e_u
@@ -23,9 +24,10 @@
 
 #define AHEAD 4
 
-#define KERNEL(NAME, T)                                                                                         \
-    static double NAME##_share(const T *table, int64_t d, const int64_t *u, const int64_t *i, const int64_t *j, \
-                               int64_t lo, int64_t hi, T *g, double scale, int want_grad) {                     \
+#define KERNEL(NAME, T, EXP, LOG1P)                                                                                       \
+    static inline __attribute__((always_inline)) double NAME##_body(                                          \
+        const T *table, int64_t d, const int64_t *u, const int64_t *i, const int64_t *j, int64_t lo, int64_t hi, \
+        T *g, double scale, int want_grad) {                                                                     \
         double total = 0.0;                                                                                     \
         for (int64_t t = lo; t < hi; t++) {                                                                     \
             if (t + AHEAD < hi) {                                                                               \
@@ -46,9 +48,10 @@
             T x = 0;                                                                                            \
             _Pragma("omp simd reduction(+ : x)")                                                               \
             for (int64_t k = 0; k < d; k++) x += eu[k] * (ei[k] - ej[k]);                                       \
-            const double xf = (double)x;                                                                        \
+            /* e = exp(-|x|) once: softplus(-x) = max(-x, 0) + log1p(e), sigma(-x) = (x < 0 ? 1 : e) / (1 + e) */  \
+            const T e = EXP(-(x < 0 ? -x : x));                                                                 \
             if (want_grad) {                                                                                    \
-                const T w = (T)(-scale / (1.0 + exp(xf < 700.0 ? xf : 700.0)));                                 \
+                const T w = (T)(-scale) * (x < 0 ? (T)1 : e) / ((T)1 + e);                                      \
                 T *gu = g + u[t] * d, *gi = g + i[t] * d, *gj = g + j[t] * d;                                   \
                 _Pragma("omp simd")                                                                             \
                 for (int64_t k = 0; k < d; k++) gu[k] += w * (ei[k] - ej[k]);                                   \
@@ -57,9 +60,15 @@
                 _Pragma("omp simd")                                                                             \
                 for (int64_t k = 0; k < d; k++) gj[k] -= w * eu[k];                                             \
             }                                                                                                   \
-            total += (xf < 0.0 ? -xf : 0.0) + log1p(exp(-fabs(xf)));                                            \
+            total += (double)((x < 0 ? -x : (T)0) + LOG1P(e));                                                  \
         }                                                                                                       \
         return total;                                                                                           \
+    }                                                                                                           \
+    /* the body with d = 64 a constant (its row loops unrolled into four vectors), else any d */                \
+    static double NAME##_share(const T *table, int64_t d, const int64_t *u, const int64_t *i, const int64_t *j, \
+                               int64_t lo, int64_t hi, T *g, double scale, int want_grad) {                     \
+        return d == 64 ? NAME##_body(table, 64, u, i, j, lo, hi, g, scale, want_grad)                           \
+                       : NAME##_body(table, d, u, i, j, lo, hi, g, scale, want_grad);                           \
     }                                                                                                           \
                                                                                                                 \
     /* `extra`: (threads - 1) * n * d scratch; returns the loss sum, or -1 where memory for the sort fails */   \
@@ -109,5 +118,5 @@
 #define PARALLEL_IDS(s, m) ((void)0)
 #endif
 
-KERNEL(bpr_f32, float)
-KERNEL(bpr_f64, double)
+KERNEL(bpr_f32, float, expf, log1pf)
+KERNEL(bpr_f64, double, exp, log1p)
