@@ -280,3 +280,47 @@ def test_weighted_sq_norm_matches_autograd():
     val.backward()
     torch.testing.assert_close(t.grad, 2 * w[:, None] * t.detach())
     assert torch.autograd.gradcheck(lambda a: _WeightedSqNorm.apply(a, w), (t,))
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["compiled", "torch"])
+def test_covering_step_in_one_node_equals_the_dense_formula(ml100k_split, kernel, monkeypatch):  # noqa: F811
+    """A covering batch (20,000 triples on ML-100K) takes ``LightGCNLocalStep``: the final table, the L2 term
+    and the layer-0 rows in one autograd node, whose backward adds the L2 gradient and writes the parameters'
+    order inside the last product. The BPR + L2 loss and the gradients of both tables equal a float64 autograd
+    computation with the dense operator ``F = Σ_k Â^k / 4``; a loss that also reads layer-0 rows (``users0``)
+    gets their gradient too. With the compiled product (``compiled``) and with Torch's passes (``torch``)."""
+    import whyrec.graph as graph
+    from whyrec.train.losses import batch_l2, bpr_loss, bpr_loss_table
+
+    if not kernel:
+        monkeypatch.setattr(graph, "native_addmm", lambda *a, **k: None)
+    train, _ = ml100k_split
+    U, I = train.shape
+    torch.manual_seed(0)
+    m = LightGCN(U, I, LightGCNConfig(dim=16, n_layers=3), graph=train)
+    rng = np.random.default_rng(2)
+    b = 20_000
+    users = torch.from_numpy(rng.integers(0, U, b))
+    pos, neg = (torch.from_numpy(rng.integers(0, I, b)) for _ in range(2))
+    F = torch.from_numpy(_dense_final_operator(train, 3))
+    reg = 0.3
+    for extra in (False, True):
+        m.zero_grad()
+        be = m.batch_embeddings(users, pos, neg)
+        assert be.sq_all is not None and be.final_table() is not None  # the one-node path
+        table, ids = be.final_table()
+        loss = bpr_loss_table(table, *ids) + batch_l2(reg, be)
+        if extra:
+            loss = loss + (be.users0 ** 2).sum() * 1e-3
+        loss.backward()
+        E0 = torch.cat([w.detach().double() for w in m.layer0()]).requires_grad_()
+        final = F @ E0
+        u_, p_, n_ = users, pos + U, neg + U
+        ref = bpr_loss((final[u_] * final[p_]).sum(1), (final[u_] * final[n_]).sum(1)) \
+            + reg * 0.5 * (E0[u_].square().sum() + E0[p_].square().sum() + E0[n_].square().sum()) / b
+        if extra:
+            ref = ref + (E0[u_] ** 2).sum() * 1e-3
+        ref.backward()
+        assert float(loss) == pytest.approx(float(ref), rel=1e-5)
+        grad = torch.cat([m.user_emb.weight.grad, m.item_emb.weight.grad]).double()
+        torch.testing.assert_close(grad, E0.grad, rtol=1e-4, atol=1e-8)

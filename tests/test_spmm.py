@@ -87,6 +87,40 @@ def test_in_place_accumulation_and_beta_zero_ignores_y():
 
 
 @needs_kernel
+@pytest.mark.parametrize("d", [64, 7])
+def test_row_scaled_term_and_permuted_output(d):
+    """``z_scale[:, None] · z`` added and row ``r`` written to ``out_rows[r]``, on 2 threads, against numpy; an
+    ``out`` that is ``y`` with ``out_rows``, or overlaps ``z``, is refused (rows would be read after their
+    overwrite)."""
+    dense = _random(120, 90, 0.1, seed=d)
+    adj = _csr(dense)
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.standard_normal((90, d)).astype(np.float32))
+    y, z = (torch.from_numpy(rng.standard_normal((120, d)).astype(np.float32)) for _ in range(2))
+    zs = torch.from_numpy(rng.standard_normal(120).astype(np.float32))
+    perm = torch.from_numpy(rng.permutation(120))
+    old, keep = torch.get_num_threads(), spmm.MIN_ENTRIES_PER_THREAD
+    torch.set_num_threads(2)
+    spmm.MIN_ENTRIES_PER_THREAD = 1
+    try:
+        got = spmm.addmm(adj, x, y, beta=0.5, alpha=2.0, z=z, z_scale=zs, out_rows=perm)
+        plain = spmm.addmm(adj, x, z=z, z_scale=zs)
+    finally:
+        torch.set_num_threads(old)
+        spmm.MIN_ENTRIES_PER_THREAD = keep
+    want = 0.5 * y.numpy() + 2.0 * dense.astype(np.float64) @ x.numpy() + zs.numpy()[:, None] * z.numpy()
+    out = np.empty_like(want)
+    out[perm.numpy()] = want
+    np.testing.assert_allclose(got.numpy(), out, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(plain.numpy(), dense @ x.numpy() + zs.numpy()[:, None] * z.numpy(), rtol=1e-5,
+                               atol=1e-5)
+    assert spmm.addmm(adj, x, y, beta=0.5, out=y, out_rows=perm) is None
+    assert spmm.addmm(adj, x, z=z, z_scale=zs, out=z) is None
+    assert spmm.addmm(adj, x, z=z, z_scale=zs[:5]) is None
+    assert spmm.addmm(adj, x, out_rows=perm.int()) is None
+
+
+@needs_kernel
 def test_refuses_what_it_cannot_do():
     """``None`` (the caller then uses Torch) for inputs that need autograd, an ``out`` overlapping ``x``, int64
     indices, float64 values, a non-CSR matrix and mismatched shapes."""

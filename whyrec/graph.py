@@ -134,6 +134,7 @@ __all__ = [
     "locality_order",
     "permute_adjacency",
     "LayerZeroInOrder",
+    "LightGCNLocalStep",
 ]
 
 
@@ -507,15 +508,63 @@ class LightGCNPropagation(torch.autograd.Function):
         return None, _horner(ctx.adj, grad.contiguous(), ctx.alphas), None
 
 
-def _horner(adj: Tensor, g: Tensor, a: tuple) -> Tensor:
+def _horner(adj: Tensor, g: Tensor, a: tuple, z: Optional[Tensor] = None, z_scale: Optional[Tensor] = None,
+            out_rows: Optional[Tensor] = None) -> Tensor:
     """``Σ_k a_k Â^k g`` by Horner's rule, ``K`` fused sparse products (the first, ``a_{K-1} g + a_K Â g``,
-    scales by ``a_K`` inside the product: no pass for ``a_K g``)."""
+    scales by ``a_K`` inside the product: no pass for ``a_K g``). With ``z`` and ``z_scale`` ``(N,)``: plus
+    ``z_scale[:, None] · z``; with ``out_rows``: row ``r`` of the result at row ``out_rows[r]`` (a permutation)
+    -- both inside the last product where the compiled kernel runs (no pass of their own)."""
+    last = len(a) - 2  # the index k of the last product's a_k (the first product's when K = 1)
     if len(a) == 1:
-        return g * a[0]
-    h = _spmm_add(adj, g, g, a[-2], alpha=a[-1])
-    for k in range(len(a) - 3, -1, -1):
-        h = _spmm_add(adj, h, g, a[k])
+        h = g * a[0]
+    else:
+        for k in range(last, -1, -1):
+            x, alpha = (g, a[-1]) if k == last else (h, 1.0)
+            if k == 0 and (z is not None or out_rows is not None):
+                out = native_addmm(adj, x, g, a[0], alpha, z=z, z_scale=z_scale, out_rows=out_rows)
+                if out is not None:
+                    return out
+            h = _spmm_add(adj, x, g, a[k], alpha=alpha)
+    if z is not None:
+        h.addcmul_(z, z_scale.unsqueeze(1))
+    if out_rows is not None:
+        h = h.new_empty(h.shape).index_copy_(0, out_rows, h)
     return h
+
+
+class LightGCNLocalStep(torch.autograd.Function):
+    """A covering batch's LightGCN propagation in the locality order with its L2 term, in one autograd node:
+    :class:`LayerZeroInOrder`, :class:`LightGCNPropagation` and ``Σ_n count_n ‖E⁰_n‖²`` together, so that the
+    backward is Horner's rule whose last product also adds the L2 term's gradient ``2 g count_n E⁰_n`` and writes
+    each row straight into the parameters' order (``out_rows = order``): no gathers back, no L2 pass, no sum of
+    the two gradients (``whyrec.spmm``; Torch's passes where the kernel does not run).
+
+    Args (forward): ``user_w (U, d)``, ``item_w (I, d)``, ``order``/``rank`` as :class:`LayerZeroInOrder`,
+    ``adj`` the adjacency in that order, ``alphas``, ``count (N,)`` the L2 weight of each row (its occurrences in
+    the batch; local order). Returns ``final (N, d)``, ``sq`` (0-d) and ``E⁰ (N, d)`` in the local order (the last
+    for whatever else reads layer-0 rows; its gradient, if any, is added)."""
+
+    @staticmethod
+    def forward(ctx, user_w: Tensor, item_w: Tensor, order: Tensor, rank: Tensor, adj: Tensor, alphas: tuple,
+                count: Tensor):
+        x0 = LayerZeroInOrder.forward(_NoCtx(), user_w, item_w, order, rank)
+        ctx.set_materialize_grads(False)  # an output nothing read gets None, not a table of zeros to add
+        ctx.adj, ctx.alphas, ctx.order, ctx.rank, ctx.n_users = adj, alphas, order, rank, user_w.shape[0]
+        ctx.save_for_backward(x0, count)
+        sq = count @ torch.linalg.vector_norm(x0, dim=1).square()
+        return _horner(adj, x0, alphas), sq, x0
+
+    @staticmethod
+    def backward(ctx, g_final: Optional[Tensor], g_sq: Optional[Tensor], g_x0: Optional[Tensor]):
+        x0, count = ctx.saved_tensors
+        g = torch.zeros_like(x0) if g_final is None else g_final.contiguous()
+        z_scale = None if g_sq is None else count * (2 * g_sq)
+        out = _horner(ctx.adj, g, ctx.alphas, z=None if z_scale is None else x0, z_scale=z_scale,
+                      out_rows=ctx.order)  # parameter order: users, then items
+        if g_x0 is not None:
+            out.index_add_(0, ctx.order, g_x0)
+        u = ctx.n_users
+        return out[:u], out[u:], None, None, None, None, None
 
 
 class LightGCNFinalRows(torch.autograd.Function):

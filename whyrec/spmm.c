@@ -1,13 +1,14 @@
-/* CSR (int32 indices, float32 values) x dense float32 rows, for whyrec.spmm (compiled at first use).
+/* CSR (int32 indices, float32 values) x dense float32 rows, for whyrec.spmm (compiled by whyrec.native).
  *
- *   out[r] = beta * y[r] + alpha * sum_{p in row r} val[p] * x[col[p]]      (y == NULL: beta ignored)
+ *   out[m(r)] = beta * y[r] + zs[r] * z[r] + alpha * sum_{p in row r} val[p] * x[col[p]]
  *
- * for the rows lo .. hi-1; a caller runs disjoint row ranges on several threads. Each row's sum is
- * taken in storage order, one float accumulator per column (the order MKL's CSR product uses: the
- * same bits). While row r is summed, the x rows of the entries AHEAD places further on (across row
- * boundaries, up to the range's end) are prefetched: a product of a sparse graph is bound by the
- * latency of those gathers, not by arithmetic. y may be out itself (its row is read before it is
- * written); x must not overlap out.
+ * (y == NULL: beta ignored; z == NULL: no z term; rows == NULL: m(r) = r, else m(r) = rows[r], a
+ * permutation) for the rows lo .. hi-1, on `threads` OpenMP threads, each a contiguous range of rows with
+ * an equal share of the stored entries. Each row's sum is taken in storage order, one float accumulator
+ * per column (the order MKL's CSR product uses: the same bits). While row r is summed, the x rows of the
+ * entries AHEAD places further on (across row boundaries, up to the range's end) are prefetched: a product
+ * of a sparse graph is bound by the latency of those gathers, not by arithmetic. y may be out itself where
+ * rows is NULL (its row is read before it is written); x and z must not overlap out.
  */
 #include <stdint.h>
 
@@ -15,9 +16,34 @@
 #define AHEAD 16
 #endif
 
+/* what is added to alpha * (A x)[r], and where the row goes */
+typedef struct {
+    const float *y, *z, *zs;
+    const int64_t *rows;
+    float beta, alpha;
+} tail_t;
+
+static inline __attribute__((always_inline)) void finish(const float *acc, int64_t r, int64_t d, int64_t c0,
+                                                         int64_t w, const tail_t *t, float *out) {
+    float *o = out + (t->rows ? t->rows[r] : r) * d + c0;
+    const float alpha = t->alpha;
+    if (t->y) {
+        const float *yr = t->y + r * d + c0;
+        const float beta = t->beta;
+        for (int64_t k = 0; k < w; k++) o[k] = beta * yr[k] + alpha * acc[k];
+    } else {
+        for (int64_t k = 0; k < w; k++) o[k] = alpha * acc[k];
+    }
+    if (t->z) {
+        const float *zr = t->z + r * d + c0;
+        const float s = t->zs[r];
+        for (int64_t k = 0; k < w; k++) o[k] += s * zr[k];
+    }
+}
+
 #define ROWS(NAME, D)                                                                                    \
     static void NAME(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,  \
-                     const float *x, const float *y, float beta, float alpha, float *out) {              \
+                     const float *x, const tail_t *t, float *out) {                                      \
         const int32_t end = crow[hi];                                                                    \
         for (int64_t r = lo; r < hi; r++) {                                                              \
             float acc[D];                                                                                \
@@ -32,13 +58,7 @@
                 const float *xr = x + (int64_t)col[p] * D;                                               \
                 for (int k = 0; k < D; k++) acc[k] += v * xr[k];                                         \
             }                                                                                            \
-            float *o = out + r * D;                                                                      \
-            if (y) {                                                                                     \
-                const float *yr = y + r * D;                                                             \
-                for (int k = 0; k < D; k++) o[k] = beta * yr[k] + alpha * acc[k];                        \
-            } else {                                                                                     \
-                for (int k = 0; k < D; k++) o[k] = alpha * acc[k];                                       \
-            }                                                                                            \
+            finish(acc, r, D, 0, D, t, out);                                                             \
         }                                                                                                \
     }
 
@@ -49,7 +69,7 @@ ROWS(rows128, 128)
 
 /* any width d: blocks of 16 columns (the row's entries read once per block), then the rest */
 static void rows_any(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
-                     const float *x, int64_t d, const float *y, float beta, float alpha, float *out) {
+                     const float *x, int64_t d, const tail_t *t, float *out) {
     for (int64_t r = lo; r < hi; r++) {
         const int32_t s = crow[r], e = crow[r + 1];
         for (int64_t c0 = 0; c0 < d; c0 += 16) {
@@ -60,25 +80,19 @@ static void rows_any(int64_t lo, int64_t hi, const int32_t *crow, const int32_t 
                 const float *xr = x + (int64_t)col[p] * d + c0;
                 for (int64_t k = 0; k < w; k++) acc[k] += v * xr[k];
             }
-            float *o = out + r * d + c0;
-            if (y) {
-                const float *yr = y + r * d + c0;
-                for (int64_t k = 0; k < w; k++) o[k] = beta * yr[k] + alpha * acc[k];
-            } else {
-                for (int64_t k = 0; k < w; k++) o[k] = alpha * acc[k];
-            }
+            finish(acc, r, d, c0, w, t, out);
         }
     }
 }
 
 static void rows(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
-                 const float *x, int64_t d, const float *y, float beta, float alpha, float *out) {
+                 const float *x, int64_t d, const tail_t *t, float *out) {
     switch (d) {
-    case 16: rows16(lo, hi, crow, col, val, x, y, beta, alpha, out); break;
-    case 32: rows32(lo, hi, crow, col, val, x, y, beta, alpha, out); break;
-    case 64: rows64(lo, hi, crow, col, val, x, y, beta, alpha, out); break;
-    case 128: rows128(lo, hi, crow, col, val, x, y, beta, alpha, out); break;
-    default: rows_any(lo, hi, crow, col, val, x, d, y, beta, alpha, out);
+    case 16: rows16(lo, hi, crow, col, val, x, t, out); break;
+    case 32: rows32(lo, hi, crow, col, val, x, t, out); break;
+    case 64: rows64(lo, hi, crow, col, val, x, t, out); break;
+    case 128: rows128(lo, hi, crow, col, val, x, t, out); break;
+    default: rows_any(lo, hi, crow, col, val, x, d, t, out);
     }
 }
 
@@ -95,10 +109,11 @@ static int64_t row_at(const int32_t *crow, int64_t n, int64_t target) {
 /* rows lo .. hi-1 of the product on `threads` threads (OpenMP; its runtime is the process's, Torch's own
  * libgomp where Torch loaded it first), each a contiguous share of equal stored entries */
 void whyrec_csr_addmm_f32(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
-                          const float *x, int64_t d, const float *y, float beta, float alpha, float *out,
-                          int threads) {
+                          const float *x, int64_t d, const float *y, float beta, float alpha, const float *z,
+                          const float *zs, const int64_t *out_rows, float *out, int threads) {
+    const tail_t t = {y, z, zs, out_rows, beta, alpha};
     if (threads <= 1 || hi - lo < 2) {
-        rows(lo, hi, crow, col, val, x, d, y, beta, alpha, out);
+        rows(lo, hi, crow, col, val, x, d, &t, out);
         return;
     }
     const int64_t first = crow[lo], nnz = crow[hi] - first;
@@ -107,6 +122,6 @@ void whyrec_csr_addmm_f32(int64_t lo, int64_t hi, const int32_t *crow, const int
         int64_t a = s == 0 ? lo : row_at(crow, hi, first + nnz * s / threads);
         int64_t b = s == threads - 1 ? hi : row_at(crow, hi, first + nnz * (s + 1) / threads);
         if (a < lo) a = lo;
-        rows(a, b, crow, col, val, x, d, y, beta, alpha, out);
+        rows(a, b, crow, col, val, x, d, &t, out);
     }
 }

@@ -48,7 +48,7 @@ def _kernel():
         return None
     fn = native.lib.whyrec_csr_addmm_f32
     p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    fn.argtypes = [i64, i64, p, p, p, p, i64, p, f32, f32, p, ctypes.c_int]
+    fn.argtypes = [i64, i64, p, p, p, p, i64, p, f32, f32, p, p, p, p, ctypes.c_int]
     fn.restype = None
     kernel = (fn, native.openmp)
     return kernel if _self_check(kernel) else None
@@ -78,12 +78,17 @@ def _self_check(kernel) -> bool:
     return True
 
 
+def _ptr(t: Optional[Tensor]):
+    return None if t is None else t.data_ptr()
+
+
 def _run(kernel, adj: Tensor, x: Tensor, y: Optional[Tensor], beta: float, alpha: float, out: Tensor,
-         threads: int) -> Tensor:
+         threads: int, z: Optional[Tensor] = None, z_scale: Optional[Tensor] = None,
+         out_rows: Optional[Tensor] = None) -> Tensor:
     fn, openmp = kernel
     fn(0, adj.shape[0], adj.crow_indices().data_ptr(), adj.col_indices().data_ptr(), adj.values().data_ptr(),
-       x.data_ptr(), x.shape[1], None if y is None else y.data_ptr(), float(beta), float(alpha), out.data_ptr(),
-       threads if openmp else 1)
+       x.data_ptr(), x.shape[1], _ptr(y), float(beta), float(alpha), _ptr(z), _ptr(z_scale), _ptr(out_rows),
+       out.data_ptr(), threads if openmp else 1)
     return out
 
 
@@ -98,22 +103,33 @@ def _overlap(a: Tensor, b: Tensor) -> bool:
 
 
 def addmm(adj: Tensor, x: Tensor, y: Optional[Tensor] = None, beta: float = 0.0, alpha: float = 1.0,
-          out: Optional[Tensor] = None) -> Optional[Tensor]:
-    """``alpha · adj @ x + beta · y`` (``y`` ignored where ``beta`` is 0, as BLAS does), written into ``out``
-    (default a new tensor; may be ``y`` itself, not ``x`` nor part of ``y``); ``None`` where the kernel does not apply -- then the
-    caller uses Torch.
+          out: Optional[Tensor] = None, z: Optional[Tensor] = None, z_scale: Optional[Tensor] = None,
+          out_rows: Optional[Tensor] = None) -> Optional[Tensor]:
+    """``alpha · adj @ x + beta · y + z_scale[:, None] · z`` (``y`` ignored where ``beta`` is 0, as BLAS does;
+    the ``z`` term only with both ``z`` and ``z_scale``), its row ``r`` written to row ``out_rows[r]`` of ``out``
+    (default row ``r``); ``out`` default a new tensor, and may be ``y`` itself where ``out_rows`` is not given,
+    never ``x`` or ``z``. ``None`` where the kernel does not apply -- then the caller uses Torch.
 
-    ``adj``: ``(n, m)`` CPU ``sparse_csr`` float32 with int32 indices; ``x``: ``(m, d)`` float32; ``y``, ``out``:
-    ``(n, d)`` float32 contiguous. Inputs that need autograd are left to Torch (the kernel records no graph)."""
+    ``adj``: ``(n, m)`` CPU ``sparse_csr`` float32 with int32 indices; ``x``: ``(m, d)`` float32; ``y``, ``z``,
+    ``out``: ``(n, d)`` float32 contiguous; ``z_scale``: ``(n,)`` float32; ``out_rows``: ``(n,)`` int64, a
+    permutation of ``range(n)`` (not checked: a repeated row leaves another unwritten). Inputs that need
+    autograd are left to Torch (the kernel records no graph)."""
     if adj.layout != torch.sparse_csr or adj.device.type != "cpu" or adj.dtype != torch.float32 \
             or x.dtype != torch.float32 or x.dim() != 2 or x.device.type != "cpu" or x.shape[0] != adj.shape[1]:
         return None
     if beta == 0.0:
         y = None
-    if torch.is_grad_enabled() and (x.requires_grad or (y is not None and y.requires_grad)):
+    if z is None or z_scale is None:
+        z = z_scale = None
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, y, z, z_scale)):
         return None
     n, d = adj.shape[0], x.shape[1]
-    if y is not None and (y.dtype != torch.float32 or tuple(y.shape) != (n, d) or not y.is_contiguous()):
+    for t, shape in ((y, (n, d)), (z, (n, d)), (z_scale, (n,))):
+        if t is not None and (t.dtype != torch.float32 or tuple(t.shape) != shape or not t.is_contiguous()
+                              or t.device.type != "cpu"):
+            return None
+    if out_rows is not None and (out_rows.dtype != torch.int64 or tuple(out_rows.shape) != (n,)
+                                 or not out_rows.is_contiguous() or out_rows.device.type != "cpu"):
         return None
     crow, col = adj.crow_indices(), adj.col_indices()
     if crow.dtype != torch.int32 or col.dtype != torch.int32:
@@ -124,10 +140,12 @@ def addmm(adj: Tensor, x: Tensor, y: Optional[Tensor] = None, beta: float = 0.0,
     x = x.contiguous()
     if out is None:
         out = x.new_empty(n, d)
-    elif out.dtype != torch.float32 or tuple(out.shape) != (n, d) or not out.is_contiguous() or _overlap(out, x) \
-            or (y is not None and y.data_ptr() != out.data_ptr() and _overlap(out, y)):
+    elif out.dtype != torch.float32 or tuple(out.shape) != (n, d) or not out.is_contiguous():
+        return None
+    if _overlap(out, x) or (z is not None and _overlap(out, z)) or (y is not None and _overlap(out, y) and (
+            out_rows is not None or y.data_ptr() != out.data_ptr())):
         return None
     if n == 0 or d == 0:
         return out
     threads = max(1, min(torch.get_num_threads(), adj.values().numel() // MIN_ENTRIES_PER_THREAD))
-    return _run(kernel, adj, x, y, beta, alpha, out, threads)
+    return _run(kernel, adj, x, y, beta, alpha, out, threads, z, z_scale, out_rows)

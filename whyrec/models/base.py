@@ -97,6 +97,7 @@ class BatchEmbeddings:
     ids0: Optional[tuple] = None  # with a layer-0 table: the (b,) row ids of users, pos, neg in it
     final: Optional[Tensor] = None  # from_final: the (N, d) final table the rows come from
     final_ids: Optional[tuple] = None  # from_final: the (b,) row ids of users, pos, neg in ``final``
+    sq_all: Optional[Tensor] = None  # sq_norm() of all three parts where the model computed it with the final table
 
     PARTS = ("users", "pos", "neg")
 
@@ -111,10 +112,12 @@ class BatchEmbeddings:
         return cls((users, pos, neg), (table,), tuple(ids))
 
     @classmethod
-    def from_final(cls, final: Tensor, final_ids: tuple, table: Tensor, ids: tuple) -> "BatchEmbeddings":
+    def from_final(cls, final: Tensor, final_ids: tuple, table: Tensor, ids: tuple,
+                   sq_all: Optional[Tensor] = None) -> "BatchEmbeddings":
         """Final rows ``final[final_ids[k]]`` (not gathered) and layer-0 rows ``table[ids[k]]``, ``k`` =
-        users, pos, neg."""
-        return cls(None, (table,), tuple(ids), final, tuple(final_ids))
+        users, pos, neg; ``sq_all``: :meth:`sq_norm` of all three, where the model computed it in the same
+        autograd node as ``final`` (:class:`whyrec.graph.LightGCNLocalStep`)."""
+        return cls(None, (table,), tuple(ids), final, tuple(final_ids), sq_all)
 
     def final_table(self) -> Optional[tuple]:
         """``(final (N, d), (user ids, pos ids, neg ids))`` while the final rows have not been gathered,
@@ -162,6 +165,8 @@ class BatchEmbeddings:
         """``Σ ‖e⁰‖²`` over the layer-0 rows of ``parts`` (default: all three), each row
         counted as often as it occurs in the batch; a 0-d tensor with autograd."""
         parts = parts or self.PARTS
+        if self.sq_all is not None and sorted(parts) == sorted(self.PARTS):
+            return self.sq_all
         ks = [self.PARTS.index(p) for p in parts]
         if self.ids0 is None:
             return sum(self.layer0[k].square().sum() for k in ks)

@@ -25,8 +25,8 @@ import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor, nn
 
-from ..graph import (LARGE_BATCH, LayerZeroInOrder, cached_normalized_adjacency, covers_graph, layer_weights,
-                     locality_order, node_degrees, permute_adjacency, propagate, propagate_final, propagate_rows)
+from ..graph import (LARGE_BATCH, ROWS_PROPAGATION_MAX_SHARE, LayerZeroInOrder, LightGCNLocalStep,
+                     cached_normalized_adjacency, covers_graph, layer_weights, locality_order, node_degrees, permute_adjacency, propagate, propagate_final, propagate_rows)
 from .base import CUDA, DOT, FOLD_IN, GRAPH, BatchEmbeddings, Recommender
 
 __all__ = ["LightGCNConfig", "LightGCN"]
@@ -219,6 +219,7 @@ class LightGCN(Recommender):
         adj = self._require_graph()
         ids = (self._ids(users), self._ids(pos) + self.n_users, self._ids(neg) + self.n_users)
         rows = torch.cat(ids)
+        large = len(users) > LARGE_BATCH and torch.is_grad_enabled()
         if self.config.reorder:  # layer 0 gathered straight into the order; the L2 term reads it there
             if self.adj_local is None:
                 self.node_order = locality_order(adj, n_users=self.n_users).to(adj.device)
@@ -226,12 +227,20 @@ class LightGCN(Recommender):
                 self.node_rank[self.node_order] = torch.arange(len(self.node_order), device=adj.device)
                 self.adj_local = permute_adjacency(adj, self.node_order)
             adj, rows = self.adj_local, self.node_rank[rows]
-            x = LayerZeroInOrder.apply(*self.layer0(), self.node_order, self.node_rank)
             ids = rows.split(len(users))
+            u0, i0 = self.layer0()
+            if large and u0.requires_grad:
+                count = torch.bincount(rows, minlength=adj.shape[0])
+                if int(count.count_nonzero()) > ROWS_PROPAGATION_MAX_SHARE * adj.shape[0]:  # covers the graph
+                    final, sq, x = LightGCNLocalStep.apply(u0, i0, self.node_order, self.node_rank, adj,
+                                                           tuple(self.alphas), count.to(u0.dtype))
+                    return BatchEmbeddings.from_final(final, ids, x, ids, sq_all=sq)
+                large = False  # it does not cover the graph: only its rows are propagated
+            x = LayerZeroInOrder.apply(u0, i0, self.node_order, self.node_rank)
         else:
             x = self._emb0()
         covers = None
-        if len(users) > LARGE_BATCH and x.requires_grad and torch.is_grad_enabled():
+        if large and x.requires_grad:
             covers = covers_graph(rows, x.shape[0])
             if covers:
                 final = propagate_final(adj, x, self.n_layers, self.alphas)
