@@ -4,7 +4,8 @@
     python benchmarks/bench_order.py --scale 4M --rounds 7  # a synthetic power-law graph (bench_scale.py's)
 
 Builds the training graph's normalized adjacency ``Â`` (``whyrec.graph.normalized_adjacency``) and times
-``Â X`` for a random ``(N, 64)`` float32 ``X`` (``graph._spmm``: MKL's CSR kernel, what a training step runs)
+``Â X`` for a random ``(N, 64)`` float32 ``X`` (``graph._spmm``: what a training step runs -- MKL's CSR kernel
+before 2026-12-03, ``whyrec.spmm``'s since)
 with ``Â`` renumbered by each of
 
 * ``natural``: users, then items, as the data numbers them;

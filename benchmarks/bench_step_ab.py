@@ -26,7 +26,8 @@ both draw the same samples. ``--memory-rounds M``: after the timing, M more step
 each with glibc's mmap on and the process's peak resident memory reset before it (``malloc_trim``,
 ``/proc/self/clear_refs``): the step's peak above the memory before it (blocks under glibc's mmap threshold
 may be reused from the heap by either side, so this is a lower bound of each). ``--train-npz F``: the training matrix from ``scipy.sparse.save_npz``
-instead of drawing it. ``--fit-rounds R``: also R alternating whole ``fit`` runs of each revision
+instead of drawing it. ``--new-propagation-dtype bfloat16``: the working tree's model with that
+``LightGCNConfig.propagation_dtype`` (its losses then differ from the base's by the rounding). ``--fit-rounds R``: also R alternating whole ``fit`` runs of each revision
 (``--fit-epochs`` epochs, the fast preset's settings, no evaluation): each epoch as ``fit`` times it
 (sampling, ``heap_only``, the steps), the first of every run left out.
 """
@@ -99,12 +100,12 @@ def set_mmap(on: bool) -> None:
     ctypes.CDLL("libc.so.6").mallopt(-4, 65536 if on else 0)
 
 
-def make_step(pkg, train, weights, users, pos, neg, reg, bs):
+def make_step(pkg, train, weights, users, pos, neg, reg, bs, **config):
     import torch
 
     models = importlib.import_module(pkg.__name__ + ".models")
     loop = importlib.import_module(pkg.__name__ + ".train.loop")
-    model = models.LightGCN(*train.shape, models.LightGCNConfig(dim=64, n_layers=3), graph=train)
+    model = models.LightGCN(*train.shape, models.LightGCNConfig(dim=64, n_layers=3, **config), graph=train)
     model.load_state_dict(weights)
     model.train()
     # the optimizer as fit has it (fused Adam), where the revision does
@@ -124,12 +125,12 @@ def make_step(pkg, train, weights, users, pos, neg, reg, bs):
     return step
 
 
-def fit_epochs(pkg, train, weights, bs: int, args) -> list:
+def fit_epochs(pkg, train, weights, bs: int, args, **config) -> list:
     """Seconds of each epoch but the first (its node order, compilation) of ``pkg``'s ``fit`` with the fast
     preset's settings (cosine over ``--fit-epochs``, positives per uniform user, no evaluation)."""
     models = importlib.import_module(pkg.__name__ + ".models")
     loop = importlib.import_module(pkg.__name__ + ".train.loop")
-    model = models.LightGCN(*train.shape, models.LightGCNConfig(dim=64, n_layers=3), graph=train)
+    model = models.LightGCN(*train.shape, models.LightGCNConfig(dim=64, n_layers=3, **config), graph=train)
     model.load_state_dict(weights)
     cfg = loop.TrainConfig(epochs=args.fit_epochs, lr=FAST["lr"], reg=FAST["reg"], batch_size=bs, seed=args.seed,
                            num_threads=args.threads, lr_schedule="cosine", lr_min=0.0, positives="users",
@@ -154,6 +155,8 @@ def main() -> None:
     ap.add_argument("--fit-rounds", type=int, default=0,
                     help="also this many alternating whole fits of each (--fit-epochs epochs, fit's own loop)")
     ap.add_argument("--fit-epochs", type=int, default=6, help="epochs of each --fit-rounds fit (the first not counted)")
+    ap.add_argument("--new-propagation-dtype", choices=["float32", "bfloat16"], default=None,
+                    help="LightGCNConfig.propagation_dtype of the working tree's side only (the base keeps its default)")
     ap.add_argument("--train-npz", default=None, help="training matrix saved with scipy.sparse.save_npz")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step_ab.json"))
     args = ap.parse_args()
@@ -192,7 +195,9 @@ def main() -> None:
     users, pos, neg = (torch.from_numpy(a) for a in UniformNegativeSampler(train, seed=args.seed, positives="users")
                        .sample_epoch(1))
     bs = math.ceil(len(users) / args.steps_per_epoch) if args.steps_per_epoch else FAST["batch_size"]
-    steps = {name: make_step(pkg, train, weights, users, pos, neg, FAST["reg"], bs) for name, pkg in
+    new_config = {"propagation_dtype": args.new_propagation_dtype} if args.new_propagation_dtype else {}
+    configs = {"base": {}, "new": new_config}
+    steps = {name: make_step(pkg, train, weights, users, pos, neg, FAST["reg"], bs, **configs[name]) for name, pkg in
              (("base", base), ("new", whyrec))}
     times = {name: [] for name in steps}
     loss = {name: [] for name in steps}
@@ -217,7 +222,7 @@ def main() -> None:
     fit_epoch_s = {name: [] for name in steps}
     for r in range(args.fit_rounds):  # whole epochs as fit runs them: sampling, heap_only, the steps, the lr schedule
         for name, pkg in ((("base", base), ("new", whyrec)) if r % 2 else (("new", whyrec), ("base", base))):
-            fit_epoch_s[name] += fit_epochs(pkg, train, weights, bs, args)
+            fit_epoch_s[name] += fit_epochs(pkg, train, weights, bs, args, **configs[name])
     med = {name: statistics.median(v) for name, v in times.items()}
     steps_per_epoch = math.ceil(train.nnz / bs)
     out = {
@@ -226,7 +231,7 @@ def main() -> None:
                                       text=True).stdout.strip(),
         "new": "working tree", "scale": args.scale, "n_users": train.shape[0], "n_items": train.shape[1],
         "n_train": int(train.nnz), "preset": {**FAST, "batch_size": bs}, "threads": args.threads,
-        "rounds": args.rounds, "malloc_ab": args.malloc_ab,
+        "rounds": args.rounds, "malloc_ab": args.malloc_ab, "new_config": new_config,
         "sample_s_all": sample_times, "sample_s_median": {k: statistics.median(v) for k, v in sample_times.items() if v},
         "s_per_step_median": med, "s_per_step_all": times, "new_over_base": med["new"] / med["base"],
         "steps_per_epoch": steps_per_epoch, "epoch_s_estimate": {k: v * steps_per_epoch for k, v in med.items()},

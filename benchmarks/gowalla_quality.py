@@ -95,6 +95,8 @@ def main() -> None:
                     help="continue the run whose state is in --state-dir; the log and wall time carry on")
     ap.add_argument("--init-std", type=float, default=0.1,
                     help="std of the layer-0 embeddings' normal initialisation (the authors' PyTorch port: 0.1)")
+    ap.add_argument("--propagation-dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="LightGCNConfig.propagation_dtype: the training products' gathered rows in bfloat16")
     ap.add_argument("--tag", default=None, help="name of the result files (default: the preset)")
     args = ap.parse_args()
     preset = dict(PRESETS[args.preset])
@@ -119,7 +121,9 @@ def main() -> None:
     train, _, test = split.matrices(data)
     init_std = args.init_std
     torch.manual_seed(args.seed)
-    model = LightGCN(data.n_users, data.n_items, LightGCNConfig(dim=64, n_layers=3, init_std=init_std), graph=train)
+    model = LightGCN(data.n_users, data.n_items, LightGCNConfig(dim=64, n_layers=3, init_std=init_std,
+                                                                      propagation_dtype=args.propagation_dtype),
+                     graph=train)
 
     log: list[dict] = []
     state = {"eval_seconds": 0.0, "start": time.perf_counter(), "reached": None}

@@ -324,3 +324,42 @@ def test_covering_step_in_one_node_equals_the_dense_formula(ml100k_split, kernel
         assert float(loss) == pytest.approx(float(ref), rel=1e-5)
         grad = torch.cat([m.user_emb.weight.grad, m.item_emb.weight.grad]).double()
         torch.testing.assert_close(grad, E0.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_bfloat16_products_step_close_to_float32(ml100k_split, monkeypatch):  # noqa: F811
+    """``propagation_dtype="bfloat16"``: a covering step's loss and gradients within bfloat16's rounding of the
+    float32 step's; the compiled kernel and Torch's passes (the rows rounded the same way) agree with each other
+    to float32 rounding; an unknown dtype is refused."""
+    import whyrec.graph as graph
+    from whyrec.train.losses import batch_l2, bpr_loss_table
+
+    with pytest.raises(ValueError, match="propagation_dtype"):
+        LightGCNConfig(propagation_dtype="float16")
+    train, _ = ml100k_split
+    U, I = train.shape
+    rng = np.random.default_rng(3)
+    b = 20_000
+    users = torch.from_numpy(rng.integers(0, U, b))
+    pos, neg = (torch.from_numpy(rng.integers(0, I, b)) for _ in range(2))
+    torch.manual_seed(0)
+    weights = LightGCN(U, I, LightGCNConfig(dim=16)).state_dict()
+
+    def step(dtype, kernel=True):
+        if not kernel:
+            monkeypatch.setattr(graph, "native_addmm", lambda *a, **k: None)
+        m = LightGCN(U, I, LightGCNConfig(dim=16, propagation_dtype=dtype), graph=train)
+        m.load_state_dict(weights)
+        be = m.batch_embeddings(users, pos, neg)
+        table, ids = be.final_table()
+        loss = bpr_loss_table(table, *ids) + batch_l2(0.3, be)
+        loss.backward()
+        monkeypatch.undo()
+        return float(loss), torch.cat([m.user_emb.weight.grad, m.item_emb.weight.grad])
+
+    l32, g32 = step("float32")
+    l16, g16 = step("bfloat16")
+    l16t, g16t = step("bfloat16", kernel=False)
+    assert l16 == pytest.approx(l32, rel=1e-3) and not torch.equal(g16, g32)  # (the loss may round alike)
+    assert float((g16 - g32).norm() / g32.norm()) < 1e-2
+    assert l16t == pytest.approx(l16, rel=1e-6)
+    torch.testing.assert_close(g16t, g16, rtol=1e-4, atol=1e-7)

@@ -121,6 +121,32 @@ def test_row_scaled_term_and_permuted_output(d):
 
 
 @needs_kernel
+@pytest.mark.parametrize("d", [64, 7])
+def test_bfloat16_rows_in_and_out(d):
+    """A bfloat16 ``x`` is gathered as such and summed in float32 (the float64 product of the rounded rows); a
+    bfloat16 ``out`` is the float32 result rounded to nearest even, bit for bit as Torch rounds it; NaN stays
+    NaN."""
+    dense = _random(150, 110, 0.08, seed=d + 1)
+    adj = _csr(dense)
+    rng = np.random.default_rng(6)
+    x = torch.from_numpy(rng.standard_normal((110, d)).astype(np.float32))
+    y = torch.from_numpy(rng.standard_normal((150, d)).astype(np.float32))
+    xb = x.to(torch.bfloat16)
+    got = spmm.addmm(adj, xb, y, beta=0.5, alpha=2.0)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), 2.0 * dense.astype(np.float64) @ xb.double().numpy() + 0.5 * y.numpy(),
+                               rtol=1e-5, atol=1e-5)
+    full = spmm.addmm(adj, x, y, beta=0.5, alpha=2.0)
+    low = spmm.addmm(adj, x, y, beta=0.5, alpha=2.0, out_dtype=torch.bfloat16)
+    assert low.dtype == torch.bfloat16 and torch.equal(low, full.to(torch.bfloat16))
+    x[3, 0] = float("nan")
+    nan_rows = torch.from_numpy(dense[:, 3] != 0)
+    low = spmm.addmm(adj, x, out_dtype=torch.bfloat16)
+    assert low[nan_rows, 0].isnan().all() and not low[~nan_rows, 0].isnan().any()
+    assert spmm.addmm(adj, x, y, beta=0.5, out=y.view(torch.bfloat16).view(-1)[: 150 * d].view(150, d)) is None
+
+
+@needs_kernel
 def test_refuses_what_it_cannot_do():
     """``None`` (the caller then uses Torch) for inputs that need autograd, an ``out`` overlapping ``x``, int64
     indices, float64 values, a non-CSR matrix and mismatched shapes."""

@@ -509,22 +509,33 @@ class LightGCNPropagation(torch.autograd.Function):
 
 
 def _horner(adj: Tensor, g: Tensor, a: tuple, z: Optional[Tensor] = None, z_scale: Optional[Tensor] = None,
-            out_rows: Optional[Tensor] = None) -> Tensor:
+            out_rows: Optional[Tensor] = None, bf16: bool = False) -> Tensor:
     """``Σ_k a_k Â^k g`` by Horner's rule, ``K`` fused sparse products (the first, ``a_{K-1} g + a_K Â g``,
     scales by ``a_K`` inside the product: no pass for ``a_K g``). With ``z`` and ``z_scale`` ``(N,)``: plus
     ``z_scale[:, None] · z``; with ``out_rows``: row ``r`` of the result at row ``out_rows[r]`` (a permutation)
-    -- both inside the last product where the compiled kernel runs (no pass of their own)."""
+    -- both inside the last product where the compiled kernel runs (no pass of their own). ``bf16``: every
+    product's ``x`` operand rounded to bfloat16 (``g`` once, each intermediate ``H`` as it is written), the sums
+    and ``g``'s terms in float32: the gathers move half the bytes."""
     last = len(a) - 2  # the index k of the last product's a_k (the first product's when K = 1)
     if len(a) == 1:
         h = g * a[0]
     else:
+        h = g.to(torch.bfloat16) if bf16 else g
         for k in range(last, -1, -1):
-            x, alpha = (g, a[-1]) if k == last else (h, 1.0)
-            if k == 0 and (z is not None or out_rows is not None):
-                out = native_addmm(adj, x, g, a[0], alpha, z=z, z_scale=z_scale, out_rows=out_rows)
+            alpha = a[-1] if k == last else 1.0
+            tail = k == 0 and (z is not None or out_rows is not None)
+            if tail or bf16:
+                dtype = torch.bfloat16 if bf16 and k else torch.float32
+                out = native_addmm(adj, h, g, a[k], alpha, z=z if tail else None, z_scale=z_scale if tail else None,
+                                   out_rows=out_rows if tail else None, out_dtype=dtype)
                 if out is not None:
-                    return out
-            h = _spmm_add(adj, x, g, a[k], alpha=alpha)
+                    if tail:
+                        return out
+                    h = out
+                    continue
+            h = _spmm_add(adj, h.to(g.dtype), g, a[k], alpha=alpha)  # Torch's product (or no extras)
+            if bf16 and k:
+                h = h.to(torch.bfloat16)
     if z is not None:
         h.addcmul_(z, z_scale.unsqueeze(1))
     if out_rows is not None:
@@ -541,18 +552,19 @@ class LightGCNLocalStep(torch.autograd.Function):
 
     Args (forward): ``user_w (U, d)``, ``item_w (I, d)``, ``order``/``rank`` as :class:`LayerZeroInOrder`,
     ``adj`` the adjacency in that order, ``alphas``, ``count (N,)`` the L2 weight of each row (its occurrences in
-    the batch; local order). Returns ``final (N, d)``, ``sq`` (0-d) and ``E⁰ (N, d)`` in the local order (the last
+    the batch; local order), ``bf16``: the products' ``x`` operands in bfloat16 (:func:`_horner`). Returns ``final (N, d)``, ``sq`` (0-d) and ``E⁰ (N, d)`` in the local order (the last
     for whatever else reads layer-0 rows; its gradient, if any, is added)."""
 
     @staticmethod
     def forward(ctx, user_w: Tensor, item_w: Tensor, order: Tensor, rank: Tensor, adj: Tensor, alphas: tuple,
-                count: Tensor):
+                count: Tensor, bf16: bool = False):
         x0 = LayerZeroInOrder.forward(_NoCtx(), user_w, item_w, order, rank)
         ctx.set_materialize_grads(False)  # an output nothing read gets None, not a table of zeros to add
         ctx.adj, ctx.alphas, ctx.order, ctx.rank, ctx.n_users = adj, alphas, order, rank, user_w.shape[0]
+        ctx.bf16 = bf16
         ctx.save_for_backward(x0, count)
         sq = count @ torch.linalg.vector_norm(x0, dim=1).square()
-        return _horner(adj, x0, alphas), sq, x0
+        return _horner(adj, x0, alphas, bf16=bf16), sq, x0
 
     @staticmethod
     def backward(ctx, g_final: Optional[Tensor], g_sq: Optional[Tensor], g_x0: Optional[Tensor]):
@@ -560,11 +572,11 @@ class LightGCNLocalStep(torch.autograd.Function):
         g = torch.zeros_like(x0) if g_final is None else g_final.contiguous()
         z_scale = None if g_sq is None else count * (2 * g_sq)
         out = _horner(ctx.adj, g, ctx.alphas, z=None if z_scale is None else x0, z_scale=z_scale,
-                      out_rows=ctx.order)  # parameter order: users, then items
+                      out_rows=ctx.order, bf16=ctx.bf16)  # parameter order: users, then items
         if g_x0 is not None:
             out.index_add_(0, ctx.order, g_x0)
         u = ctx.n_users
-        return out[:u], out[u:], None, None, None, None, None
+        return out[:u], out[u:], None, None, None, None, None, None
 
 
 class LightGCNFinalRows(torch.autograd.Function):

@@ -3,7 +3,8 @@
  *   out[m(r)] = beta * y[r] + zs[r] * z[r] + alpha * sum_{p in row r} val[p] * x[col[p]]
  *
  * (y == NULL: beta ignored; z == NULL: no z term; rows == NULL: m(r) = r, else m(r) = rows[r], a
- * permutation) for the rows lo .. hi-1, on `threads` OpenMP threads, each a contiguous range of rows with
+ * permutation; x float32, or bfloat16 where x16 -- half the bytes each gather moves --; the result written as
+ * float32 to out and/or rounded to bfloat16, to nearest even, to out16) for the rows lo .. hi-1, on `threads` OpenMP threads, each a contiguous range of rows with
  * an equal share of the stored entries. Each row's sum is taken in storage order, one float accumulator
  * per column (the order MKL's CSR product uses: the same bits). While row r is summed, the x rows of the
  * entries AHEAD places further on (across row boundaries, up to the range's end) are prefetched: a product
@@ -11,6 +12,7 @@
  * rows is NULL (its row is read before it is written); x and z must not overlap out.
  */
 #include <stdint.h>
+#include <string.h>
 
 #ifndef AHEAD
 #define AHEAD 16
@@ -21,29 +23,54 @@ typedef struct {
     const float *y, *z, *zs;
     const int64_t *rows;
     float beta, alpha;
+    float *out;
+    uint16_t *out16;
 } tail_t;
 
-static inline __attribute__((always_inline)) void finish(const float *acc, int64_t r, int64_t d, int64_t c0,
-                                                         int64_t w, const tail_t *t, float *out) {
-    float *o = out + (t->rows ? t->rows[r] : r) * d + c0;
+static inline float f32(float v) { return v; }
+
+static inline float bf16(uint16_t h) {
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+static inline uint16_t to_bf16(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u); /* NaN stays NaN */
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+static inline __attribute__((always_inline)) void finish(float *acc, int64_t r, int64_t d, int64_t c0, int64_t w,
+                                                         const tail_t *t) {
+    const int64_t row = (t->rows ? t->rows[r] : r) * d + c0;
     const float alpha = t->alpha;
+    for (int64_t k = 0; k < w; k++) acc[k] *= alpha;
     if (t->y) {
         const float *yr = t->y + r * d + c0;
         const float beta = t->beta;
-        for (int64_t k = 0; k < w; k++) o[k] = beta * yr[k] + alpha * acc[k];
-    } else {
-        for (int64_t k = 0; k < w; k++) o[k] = alpha * acc[k];
+        for (int64_t k = 0; k < w; k++) acc[k] += beta * yr[k];
     }
     if (t->z) {
         const float *zr = t->z + r * d + c0;
         const float s = t->zs[r];
-        for (int64_t k = 0; k < w; k++) o[k] += s * zr[k];
+        for (int64_t k = 0; k < w; k++) acc[k] += s * zr[k];
+    }
+    if (t->out) {
+        float *o = t->out + row;
+        for (int64_t k = 0; k < w; k++) o[k] = acc[k];
+    }
+    if (t->out16) {
+        uint16_t *o = t->out16 + row;
+        for (int64_t k = 0; k < w; k++) o[k] = to_bf16(acc[k]);
     }
 }
 
-#define ROWS(NAME, D)                                                                                    \
+#define ROWS(NAME, D, TX, CVT)                                                                           \
     static void NAME(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,  \
-                     const float *x, const tail_t *t, float *out) {                                      \
+                     const TX *x, const tail_t *t) {                                                     \
         const int32_t end = crow[hi];                                                                    \
         for (int64_t r = lo; r < hi; r++) {                                                              \
             float acc[D];                                                                                \
@@ -52,47 +79,58 @@ static inline __attribute__((always_inline)) void finish(const float *acc, int64
             for (int32_t p = crow[r]; p < e; p++) {                                                      \
                 if (p + AHEAD < end) {                                                                   \
                     const char *q = (const char *)(x + (int64_t)col[p + AHEAD] * D);                     \
-                    for (int c = 0; c < D * 4; c += 64) __builtin_prefetch(q + c, 0, 3);                 \
+                    for (int c = 0; c < D * (int)sizeof(TX); c += 64) __builtin_prefetch(q + c, 0, 3);   \
                 }                                                                                        \
                 const float v = val[p];                                                                  \
-                const float *xr = x + (int64_t)col[p] * D;                                               \
-                for (int k = 0; k < D; k++) acc[k] += v * xr[k];                                         \
+                const TX *xr = x + (int64_t)col[p] * D;                                                  \
+                for (int k = 0; k < D; k++) acc[k] += v * CVT(xr[k]);                                    \
             }                                                                                            \
-            finish(acc, r, D, 0, D, t, out);                                                             \
+            finish(acc, r, D, 0, D, t);                                                                  \
         }                                                                                                \
     }
 
-ROWS(rows16, 16)
-ROWS(rows32, 32)
-ROWS(rows64, 64)
-ROWS(rows128, 128)
+ROWS(rows16, 16, float, f32)
+ROWS(rows32, 32, float, f32)
+ROWS(rows64, 64, float, f32)
+ROWS(rows128, 128, float, f32)
+ROWS(rows64_bf16, 64, uint16_t, bf16)
 
 /* any width d: blocks of 16 columns (the row's entries read once per block), then the rest */
-static void rows_any(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
-                     const float *x, int64_t d, const tail_t *t, float *out) {
-    for (int64_t r = lo; r < hi; r++) {
-        const int32_t s = crow[r], e = crow[r + 1];
-        for (int64_t c0 = 0; c0 < d; c0 += 16) {
-            const int64_t w = d - c0 < 16 ? d - c0 : 16;
-            float acc[16] = {0.0f};
-            for (int32_t p = s; p < e; p++) {
-                const float v = val[p];
-                const float *xr = x + (int64_t)col[p] * d + c0;
-                for (int64_t k = 0; k < w; k++) acc[k] += v * xr[k];
-            }
-            finish(acc, r, d, c0, w, t, out);
-        }
+#define ROWS_ANY(NAME, TX, CVT)                                                                          \
+    static void NAME(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,  \
+                     const TX *x, int64_t d, const tail_t *t) {                                          \
+        for (int64_t r = lo; r < hi; r++) {                                                              \
+            const int32_t s = crow[r], e = crow[r + 1];                                                  \
+            for (int64_t c0 = 0; c0 < d; c0 += 16) {                                                     \
+                const int64_t w = d - c0 < 16 ? d - c0 : 16;                                             \
+                float acc[16] = {0.0f};                                                                  \
+                for (int32_t p = s; p < e; p++) {                                                        \
+                    const float v = val[p];                                                              \
+                    const TX *xr = x + (int64_t)col[p] * d + c0;                                         \
+                    for (int64_t k = 0; k < w; k++) acc[k] += v * CVT(xr[k]);                            \
+                }                                                                                        \
+                finish(acc, r, d, c0, w, t);                                                             \
+            }                                                                                            \
+        }                                                                                                \
     }
-}
+
+ROWS_ANY(rows_any, float, f32)
+ROWS_ANY(rows_any_bf16, uint16_t, bf16)
 
 static void rows(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
-                 const float *x, int64_t d, const tail_t *t, float *out) {
+                 const void *x, int x16, int64_t d, const tail_t *t) {
+    if (x16) {
+        if (d == 64) rows64_bf16(lo, hi, crow, col, val, (const uint16_t *)x, t);
+        else rows_any_bf16(lo, hi, crow, col, val, (const uint16_t *)x, d, t);
+        return;
+    }
+    const float *xf = (const float *)x;
     switch (d) {
-    case 16: rows16(lo, hi, crow, col, val, x, t, out); break;
-    case 32: rows32(lo, hi, crow, col, val, x, t, out); break;
-    case 64: rows64(lo, hi, crow, col, val, x, t, out); break;
-    case 128: rows128(lo, hi, crow, col, val, x, t, out); break;
-    default: rows_any(lo, hi, crow, col, val, x, d, t, out);
+    case 16: rows16(lo, hi, crow, col, val, xf, t); break;
+    case 32: rows32(lo, hi, crow, col, val, xf, t); break;
+    case 64: rows64(lo, hi, crow, col, val, xf, t); break;
+    case 128: rows128(lo, hi, crow, col, val, xf, t); break;
+    default: rows_any(lo, hi, crow, col, val, xf, d, t);
     }
 }
 
@@ -109,11 +147,11 @@ static int64_t row_at(const int32_t *crow, int64_t n, int64_t target) {
 /* rows lo .. hi-1 of the product on `threads` threads (OpenMP; its runtime is the process's, Torch's own
  * libgomp where Torch loaded it first), each a contiguous share of equal stored entries */
 void whyrec_csr_addmm_f32(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
-                          const float *x, int64_t d, const float *y, float beta, float alpha, const float *z,
-                          const float *zs, const int64_t *out_rows, float *out, int threads) {
-    const tail_t t = {y, z, zs, out_rows, beta, alpha};
+                          const void *x, int x16, int64_t d, const float *y, float beta, float alpha, const float *z,
+                          const float *zs, const int64_t *out_rows, float *out, uint16_t *out16, int threads) {
+    const tail_t t = {y, z, zs, out_rows, beta, alpha, out, out16};
     if (threads <= 1 || hi - lo < 2) {
-        rows(lo, hi, crow, col, val, x, d, &t, out);
+        rows(lo, hi, crow, col, val, x, x16, d, &t);
         return;
     }
     const int64_t first = crow[lo], nnz = crow[hi] - first;
@@ -122,6 +160,6 @@ void whyrec_csr_addmm_f32(int64_t lo, int64_t hi, const int32_t *crow, const int
         int64_t a = s == 0 ? lo : row_at(crow, hi, first + nnz * s / threads);
         int64_t b = s == threads - 1 ? hi : row_at(crow, hi, first + nnz * (s + 1) / threads);
         if (a < lo) a = lo;
-        rows(a, b, crow, col, val, x, d, &t, out);
+        rows(a, b, crow, col, val, x, x16, d, &t);
     }
 }

@@ -36,6 +36,8 @@ __all__ = ["addmm", "available"]
 
 log = logging.getLogger(__name__)
 
+_DTYPES = (torch.float32, torch.bfloat16)
+
 #: fewest stored entries per thread's share: below, one thread does the whole product
 MIN_ENTRIES_PER_THREAD = 50_000
 
@@ -48,7 +50,7 @@ def _kernel():
         return None
     fn = native.lib.whyrec_csr_addmm_f32
     p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    fn.argtypes = [i64, i64, p, p, p, p, i64, p, f32, f32, p, p, p, p, ctypes.c_int]
+    fn.argtypes = [i64, i64, p, p, p, p, ctypes.c_int, i64, p, f32, f32, p, p, p, p, p, ctypes.c_int]
     fn.restype = None
     kernel = (fn, native.openmp)
     return kernel if _self_check(kernel) else None
@@ -86,9 +88,11 @@ def _run(kernel, adj: Tensor, x: Tensor, y: Optional[Tensor], beta: float, alpha
          threads: int, z: Optional[Tensor] = None, z_scale: Optional[Tensor] = None,
          out_rows: Optional[Tensor] = None) -> Tensor:
     fn, openmp = kernel
+    low = out.dtype == torch.bfloat16
     fn(0, adj.shape[0], adj.crow_indices().data_ptr(), adj.col_indices().data_ptr(), adj.values().data_ptr(),
-       x.data_ptr(), x.shape[1], _ptr(y), float(beta), float(alpha), _ptr(z), _ptr(z_scale), _ptr(out_rows),
-       out.data_ptr(), threads if openmp else 1)
+       x.data_ptr(), int(x.dtype == torch.bfloat16), x.shape[1], _ptr(y), float(beta), float(alpha), _ptr(z),
+       _ptr(z_scale), _ptr(out_rows), None if low else out.data_ptr(), out.data_ptr() if low else None,
+       threads if openmp else 1)
     return out
 
 
@@ -104,18 +108,21 @@ def _overlap(a: Tensor, b: Tensor) -> bool:
 
 def addmm(adj: Tensor, x: Tensor, y: Optional[Tensor] = None, beta: float = 0.0, alpha: float = 1.0,
           out: Optional[Tensor] = None, z: Optional[Tensor] = None, z_scale: Optional[Tensor] = None,
-          out_rows: Optional[Tensor] = None) -> Optional[Tensor]:
+          out_rows: Optional[Tensor] = None, out_dtype: torch.dtype = torch.float32) -> Optional[Tensor]:
     """``alpha · adj @ x + beta · y + z_scale[:, None] · z`` (``y`` ignored where ``beta`` is 0, as BLAS does;
     the ``z`` term only with both ``z`` and ``z_scale``), its row ``r`` written to row ``out_rows[r]`` of ``out``
     (default row ``r``); ``out`` default a new tensor, and may be ``y`` itself where ``out_rows`` is not given,
     never ``x`` or ``z``. ``None`` where the kernel does not apply -- then the caller uses Torch.
 
-    ``adj``: ``(n, m)`` CPU ``sparse_csr`` float32 with int32 indices; ``x``: ``(m, d)`` float32; ``y``, ``z``,
-    ``out``: ``(n, d)`` float32 contiguous; ``z_scale``: ``(n,)`` float32; ``out_rows``: ``(n,)`` int64, a
+    ``adj``: ``(n, m)`` CPU ``sparse_csr`` float32 with int32 indices; ``x``: ``(m, d)`` float32 or bfloat16 (its
+    rows gathered at half the bytes, summed in float32); ``y``, ``z``: ``(n, d)`` float32 contiguous; ``out``:
+    ``(n, d)`` float32, or bfloat16 (each value rounded to nearest even), contiguous (``out_dtype`` where it is
+    allocated); ``z_scale``: ``(n,)`` float32; ``out_rows``: ``(n,)`` int64, a
     permutation of ``range(n)`` (not checked: a repeated row leaves another unwritten). Inputs that need
     autograd are left to Torch (the kernel records no graph)."""
     if adj.layout != torch.sparse_csr or adj.device.type != "cpu" or adj.dtype != torch.float32 \
-            or x.dtype != torch.float32 or x.dim() != 2 or x.device.type != "cpu" or x.shape[0] != adj.shape[1]:
+            or x.dtype not in _DTYPES or x.dim() != 2 or x.device.type != "cpu" or x.shape[0] != adj.shape[1] \
+            or out_dtype not in _DTYPES:
         return None
     if beta == 0.0:
         y = None
@@ -139,11 +146,11 @@ def addmm(adj: Tensor, x: Tensor, y: Optional[Tensor] = None, beta: float = 0.0,
         return None
     x = x.contiguous()
     if out is None:
-        out = x.new_empty(n, d)
-    elif out.dtype != torch.float32 or tuple(out.shape) != (n, d) or not out.is_contiguous():
+        out = x.new_empty(n, d, dtype=out_dtype)
+    elif out.dtype not in _DTYPES or tuple(out.shape) != (n, d) or not out.is_contiguous():
         return None
     if _overlap(out, x) or (z is not None and _overlap(out, z)) or (y is not None and _overlap(out, y) and (
-            out_rows is not None or y.data_ptr() != out.data_ptr())):
+            out_rows is not None or y.data_ptr() != out.data_ptr() or out.dtype != y.dtype)):
         return None
     if n == 0 or d == 0:
         return out

@@ -39,13 +39,21 @@ class LightGCNConfig:
     initialisation of the layer-0 embeddings; ``reorder``: training steps propagate
     in a locality order of the nodes (spectral groups, reverse Cuthill-McKee within them,
     :func:`whyrec.graph.locality_order`;
-    same results up to float summation order, faster sparse products)."""
+    same results up to float summation order, faster sparse products); ``propagation_dtype``:
+    ``"float32"``, or ``"bfloat16"``: a training step's sparse products (a batch covering the graph, in the
+    locality order) gather their ``x`` rows in bfloat16 and sum in float32 -- half the bytes per gather, not the
+    same arithmetic (:func:`whyrec.graph._horner`); evaluation and :meth:`LightGCN.embeddings` stay float32."""
 
     dim: int = 64
     n_layers: int = 3
     alphas: Optional[Sequence[float]] = None
     init_std: float = 0.1
     reorder: bool = True
+    propagation_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.propagation_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"propagation_dtype must be float32 or bfloat16, got {self.propagation_dtype!r}")
 
 
 class LightGCN(Recommender):
@@ -233,7 +241,8 @@ class LightGCN(Recommender):
                 count = torch.bincount(rows, minlength=adj.shape[0])
                 if int(count.count_nonzero()) > ROWS_PROPAGATION_MAX_SHARE * adj.shape[0]:  # covers the graph
                     final, sq, x = LightGCNLocalStep.apply(u0, i0, self.node_order, self.node_rank, adj,
-                                                           tuple(self.alphas), count.to(u0.dtype))
+                                                           tuple(self.alphas), count.to(u0.dtype),
+                                                           self.config.propagation_dtype == "bfloat16")
                     return BatchEmbeddings.from_final(final, ids, x, ids, sq_all=sq)
                 large = False  # it does not cover the graph: only its rows are propagated
             x = LayerZeroInOrder.apply(u0, i0, self.node_order, self.node_rank)
