@@ -552,16 +552,16 @@ class LightGCNLocalStep(torch.autograd.Function):
 
     Args (forward): ``user_w (U, d)``, ``item_w (I, d)``, ``order``/``rank`` as :class:`LayerZeroInOrder`,
     ``adj`` the adjacency in that order, ``alphas``, ``count (N,)`` the L2 weight of each row (its occurrences in
-    the batch; local order), ``bf16``: the products' ``x`` operands in bfloat16 (:func:`_horner`). Returns ``final (N, d)``, ``sq`` (0-d) and ``E⁰ (N, d)`` in the local order (the last
-    for whatever else reads layer-0 rows; its gradient, if any, is added)."""
+    the batch; local order), ``bf16``: the products' ``x`` operands in bfloat16 (:func:`_horner`). Returns
+    ``final (N, d)``, ``sq`` (0-d) and ``E⁰ (N, d)`` in the local order (the last for whatever else reads layer-0
+    rows; its gradient, if any, is added)."""
 
     @staticmethod
     def forward(ctx, user_w: Tensor, item_w: Tensor, order: Tensor, rank: Tensor, adj: Tensor, alphas: tuple,
                 count: Tensor, bf16: bool = False):
         x0 = LayerZeroInOrder.forward(_NoCtx(), user_w, item_w, order, rank)
         ctx.set_materialize_grads(False)  # an output nothing read gets None, not a table of zeros to add
-        ctx.adj, ctx.alphas, ctx.order, ctx.rank, ctx.n_users = adj, alphas, order, rank, user_w.shape[0]
-        ctx.bf16 = bf16
+        ctx.adj, ctx.alphas, ctx.order, ctx.n_users, ctx.bf16 = adj, alphas, order, user_w.shape[0], bf16
         ctx.save_for_backward(x0, count)
         sq = count @ torch.linalg.vector_norm(x0, dim=1).square()
         return _horner(adj, x0, alphas, bf16=bf16), sq, x0

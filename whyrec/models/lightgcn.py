@@ -26,7 +26,8 @@ import torch
 from torch import LongTensor, Tensor, nn
 
 from ..graph import (LARGE_BATCH, ROWS_PROPAGATION_MAX_SHARE, LayerZeroInOrder, LightGCNLocalStep,
-                     cached_normalized_adjacency, covers_graph, layer_weights, locality_order, node_degrees, permute_adjacency, propagate, propagate_final, propagate_rows)
+                     cached_normalized_adjacency, covers_graph, layer_weights, locality_order, node_degrees,
+                     permute_adjacency, propagate, propagate_final, propagate_rows)
 from .base import CUDA, DOT, FOLD_IN, GRAPH, BatchEmbeddings, Recommender
 
 __all__ = ["LightGCNConfig", "LightGCN"]
@@ -223,11 +224,14 @@ class LightGCN(Recommender):
         propagation runs in the locality order (``adj_local``) and the batch's ids are mapped
         into it. A batch of more than :data:`whyrec.graph.LARGE_BATCH` triples that covers most of
         the graph gets the final table itself (:meth:`BatchEmbeddings.from_final`), which the BPR
-        loss reads in chunks: no ``(b, d)`` blocks, whose memory grows with the batch."""
+        loss reads in chunks: no ``(b, d)`` blocks, whose memory grows with the batch; in the locality
+        order such a batch is one autograd node with its L2 term (:class:`whyrec.graph.LightGCNLocalStep`,
+        ``config.propagation_dtype`` its products' gathers)."""
         adj = self._require_graph()
         ids = (self._ids(users), self._ids(pos) + self.n_users, self._ids(neg) + self.n_users)
         rows = torch.cat(ids)
         large = len(users) > LARGE_BATCH and torch.is_grad_enabled()
+        covers = None
         if self.config.reorder:  # layer 0 gathered straight into the order; the L2 term reads it there
             if self.adj_local is None:
                 self.node_order = locality_order(adj, n_users=self.n_users).to(adj.device)
@@ -244,12 +248,11 @@ class LightGCN(Recommender):
                                                            tuple(self.alphas), count.to(u0.dtype),
                                                            self.config.propagation_dtype == "bfloat16")
                     return BatchEmbeddings.from_final(final, ids, x, ids, sq_all=sq)
-                large = False  # it does not cover the graph: only its rows are propagated
+                covers = False  # only its rows are propagated
             x = LayerZeroInOrder.apply(u0, i0, self.node_order, self.node_rank)
         else:
             x = self._emb0()
-        covers = None
-        if large and x.requires_grad:
+        if large and covers is None and x.requires_grad:
             covers = covers_graph(rows, x.shape[0])
             if covers:
                 final = propagate_final(adj, x, self.n_layers, self.alphas)
