@@ -166,8 +166,24 @@ def test_model_options_are_checked(tmp_path):
           "lightgcn does not know --opt init_sdt", "init_std")
     fails(base + ["--model", "lightgcn", "--opt", "init_std=-1", "--out", tmp_path / "b"],
           "--opt init_std must be a number > 0")
+    fails(base + ["--model", "lightgcn", "--opt", "propagation_dtype=fp8", "--out", tmp_path / "e"],
+          "--opt propagation_dtype must be one of float32, bfloat16")
     fails(base + ["--model", "pop", "--opt", "alpha=1", "--out", tmp_path / "c"], "pop does not know --opt alpha")
     fails(base + ["--model", "nmf", "--opt", "beta=1", "--out", tmp_path / "d"], "nmf does not know --opt beta")
+
+
+def test_bfloat16_propagation_from_the_command_line(tmp_path):
+    """``--opt propagation_dtype=bfloat16`` is recorded in the run and reloads into the model's config; the run
+    trains (a batch covering ML-100K takes the one-node step) and evaluates."""
+    from whyrec.run import load_run
+
+    out = tmp_path / "bf16"
+    ok(["train", "--dataset", "ml-100k", "--data-dir", ML100K, "--model", "lightgcn", "--out", out, "--epochs", "2",
+        "--batch-size", "40000", "--opt", "propagation_dtype=bfloat16", "--no-progress", "--threads", "2"])
+    assert json.loads((out / "config.json").read_text())["model_config"]["propagation_dtype"] == "bfloat16"
+    run = load_run(out)
+    assert run.model.config.propagation_dtype == "bfloat16"
+    assert 0.0 < run.evaluate(k=[20])["recall@20"] < 1.0
 
 
 def test_models_lists_recipes():

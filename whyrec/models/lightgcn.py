@@ -30,7 +30,10 @@ from ..graph import (LARGE_BATCH, ROWS_PROPAGATION_MAX_SHARE, LayerZeroInOrder, 
                      permute_adjacency, propagate, propagate_final, propagate_rows)
 from .base import CUDA, DOT, FOLD_IN, GRAPH, BatchEmbeddings, Recommender
 
-__all__ = ["LightGCNConfig", "LightGCN"]
+__all__ = ["LightGCNConfig", "LightGCN", "PROPAGATION_DTYPES"]
+
+#: what ``LightGCNConfig.propagation_dtype`` takes
+PROPAGATION_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -53,8 +56,9 @@ class LightGCNConfig:
     propagation_dtype: str = "float32"
 
     def __post_init__(self):
-        if self.propagation_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"propagation_dtype must be float32 or bfloat16, got {self.propagation_dtype!r}")
+        if self.propagation_dtype not in PROPAGATION_DTYPES:
+            raise ValueError(f"propagation_dtype must be one of {', '.join(PROPAGATION_DTYPES)}, "
+                             f"got {self.propagation_dtype!r}")
 
 
 class LightGCN(Recommender):
