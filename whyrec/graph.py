@@ -473,19 +473,20 @@ def propagate(adj: Tensor, emb0: Tensor, n_layers: int,
     return out, layers
 
 
-def _spmm_add(adj: Tensor, x: Tensor, y: Tensor, beta: float, alpha: float = 1.0, inplace: bool = False) -> Tensor:
-    """``alpha · Â x + beta · y``; ``inplace``: written into ``y`` itself. :func:`whyrec.spmm.addmm` where it
-    applies (no copy of ``y`` out of place either), else Torch's fused ``addmm`` (which copies ``y`` into a new
-    result out of place)."""
-    if (out := native_addmm(adj, x, y, beta, alpha, out=y if inplace else None)) is not None:
+def _spmm_add(adj: Tensor, x: Tensor, y: Tensor, beta: float, alpha: float = 1.0) -> Tensor:
+    """``alpha · Â x + beta · y`` into a new table: :func:`whyrec.spmm.addmm` where it applies (no copy of ``y``),
+    else Torch's fused ``addmm`` (which copies ``y`` into its result first)."""
+    if (out := native_addmm(adj, x, y, beta, alpha)) is not None:
         return out
     try:
-        if inplace:
-            return torch.addmm(y, adj, x, beta=beta, alpha=alpha, out=y)
         return torch.addmm(y, adj, x, beta=beta, alpha=alpha)
     except (RuntimeError, NotImplementedError):  # pragma: no cover - backend without sparse addmm
-        p = _spmm(adj, x)
-        return y.mul_(beta).add_(p, alpha=alpha) if inplace else p.mul_(alpha).add_(y, alpha=beta)
+        return _spmm(adj, x).mul_(alpha).add_(y, alpha=beta)
+
+
+def weighted_sq_norm(table: Tensor, weight: Tensor) -> Tensor:
+    """``Σ_n w_n ‖t_n‖²`` of a table ``(N, d)`` and weights ``(N,)``: one pass (the row norms)."""
+    return weight @ torch.linalg.vector_norm(table, dim=1).square()
 
 
 class LightGCNPropagation(torch.autograd.Function):
@@ -550,21 +551,20 @@ class LightGCNLocalStep(torch.autograd.Function):
     each row straight into the parameters' order (``out_rows = order``): no gathers back, no L2 pass, no sum of
     the two gradients (``whyrec.spmm``; Torch's passes where the kernel does not run).
 
-    Args (forward): ``user_w (U, d)``, ``item_w (I, d)``, ``order``/``rank`` as :class:`LayerZeroInOrder`,
-    ``adj`` the adjacency in that order, ``alphas``, ``count (N,)`` the L2 weight of each row (its occurrences in
+    Args (forward): ``user_w (U, d)``, ``item_w (I, d)``, ``order`` as :class:`LayerZeroInOrder`, ``adj`` the
+    adjacency in that order, ``alphas``, ``count (N,)`` the L2 weight of each row (its occurrences in
     the batch; local order), ``bf16``: the products' ``x`` operands in bfloat16 (:func:`_horner`). Returns
     ``final (N, d)``, ``sq`` (0-d) and ``E⁰ (N, d)`` in the local order (the last for whatever else reads layer-0
     rows; its gradient, if any, is added)."""
 
     @staticmethod
-    def forward(ctx, user_w: Tensor, item_w: Tensor, order: Tensor, rank: Tensor, adj: Tensor, alphas: tuple,
-                count: Tensor, bf16: bool = False):
-        x0 = LayerZeroInOrder.forward(_NoCtx(), user_w, item_w, order, rank)
+    def forward(ctx, user_w: Tensor, item_w: Tensor, order: Tensor, adj: Tensor, alphas: tuple, count: Tensor,
+                bf16: bool = False):
+        x0 = LayerZeroInOrder.forward(_NoCtx(), user_w, item_w, order, None)  # (the rank is for its backward)
         ctx.set_materialize_grads(False)  # an output nothing read gets None, not a table of zeros to add
         ctx.adj, ctx.alphas, ctx.order, ctx.n_users, ctx.bf16 = adj, alphas, order, user_w.shape[0], bf16
         ctx.save_for_backward(x0, count)
-        sq = count @ torch.linalg.vector_norm(x0, dim=1).square()
-        return _horner(adj, x0, alphas, bf16=bf16), sq, x0
+        return _horner(adj, x0, alphas, bf16=bf16), weighted_sq_norm(x0, count), x0
 
     @staticmethod
     def backward(ctx, g_final: Optional[Tensor], g_sq: Optional[Tensor], g_x0: Optional[Tensor]):
@@ -576,7 +576,7 @@ class LightGCNLocalStep(torch.autograd.Function):
         if g_x0 is not None:
             out.index_add_(0, ctx.order, g_x0)
         u = ctx.n_users
-        return out[:u], out[u:], None, None, None, None, None, None
+        return out[:u], out[u:], None, None, None, None, None
 
 
 class LightGCNFinalRows(torch.autograd.Function):

@@ -23,6 +23,8 @@ import scipy.sparse as sp
 import torch
 from torch import LongTensor, Tensor, nn
 
+from ..graph import weighted_sq_norm
+
 __all__ = ["Recommender", "BatchEmbeddings", "binary_rows", "can", "DOT", "GRAPH", "RESCORE", "FOLD_IN", "NEW_ROW",
            "EXACT_HISTORY", "INTRINSIC", "FEATURES", "CUDA"]
 
@@ -66,7 +68,7 @@ class _WeightedSqNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: Tensor, weight: Tensor) -> Tensor:  # noqa: D401
         ctx.save_for_backward(table, weight)
-        return weight @ torch.linalg.vector_norm(table, dim=1).square()
+        return weighted_sq_norm(table, weight)
 
     @staticmethod
     def backward(ctx, grad: Tensor):

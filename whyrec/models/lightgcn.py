@@ -248,8 +248,8 @@ class LightGCN(Recommender):
             if large and u0.requires_grad:
                 count = torch.bincount(rows, minlength=adj.shape[0])
                 if int(count.count_nonzero()) > ROWS_PROPAGATION_MAX_SHARE * adj.shape[0]:  # covers the graph
-                    final, sq, x = LightGCNLocalStep.apply(u0, i0, self.node_order, self.node_rank, adj,
-                                                           tuple(self.alphas), count.to(u0.dtype),
+                    final, sq, x = LightGCNLocalStep.apply(u0, i0, self.node_order, adj, tuple(self.alphas),
+                                                           count.to(u0.dtype),
                                                            self.config.propagation_dtype == "bfloat16")
                     return BatchEmbeddings.from_final(final, ids, x, ids, sq_all=sq)
                 covers = False  # only its rows are propagated
