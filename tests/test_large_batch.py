@@ -57,9 +57,10 @@ def test_bpr_loss_table_equals_autograd_of_the_gathered_rows(chunk, kernel):
 
 
 def test_compiled_bpr_pass_shares_the_triples_among_threads_and_checks_its_input():
-    """Triples split among 1, 2 or 3 threads (each adding into its own gradient, rows shared across the shares,
-    the triples in no particular user order): the same loss and gradient as the chunked Torch pass, in float32
-    on a table of MovieLens-100K's size; no gradient asked, none computed; bad ids and tables refused."""
+    """Margins split among 1, 2 or 3 threads (rows shared across the shares, the triples in no particular user
+    order), the gradient pulled through the triples' sparse matrix: the same loss and gradient as the chunked
+    Torch pass, in float32 on a table of MovieLens-100K's size, and the gradient the same bits on any number of
+    threads; no gradient asked, none computed; bad ids and tables refused."""
     g = torch.Generator().manual_seed(1)
     n_users, n_items, b = 943, 1682, 40_000
     table = (0.3 * torch.randn(n_users + n_items, 16, generator=g)).requires_grad_(True)
@@ -67,10 +68,19 @@ def test_compiled_bpr_pass_shares_the_triples_among_threads_and_checks_its_input
     i, j = (torch.randint(n_users, n_users + n_items, (b,), generator=g) for _ in range(2))
     want = bpr_loss_table(table, u, i, j, kernel=False)
     (want_grad,) = torch.autograd.grad(want, table)
+    grads = []
     for threads in (1, 2, 3):
         loss, grad = bpr_table_loss_grad(table, u, i, j, threads=threads)
         torch.testing.assert_close(loss, want.detach(), rtol=1e-5, atol=0)
         torch.testing.assert_close(grad, want_grad, rtol=1e-4, atol=1e-9)
+        grads.append(grad)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the gradient's product on one thread too
+    try:
+        one = bpr_table_loss_grad(table, u, i, j, threads=1)[1]
+    finally:
+        torch.set_num_threads(threads_before)
+    assert all(torch.equal(g_, grads[0]) for g_ in (*grads, one))
     loss, grad = bpr_table_loss_grad(table, u, i, j, want_grad=False)
     assert grad is None and loss.item() == pytest.approx(want.item(), rel=1e-5)
     with pytest.raises(IndexError, match=r"neg has a row id outside \[0, 2625\)"):

@@ -242,7 +242,7 @@ class LightGCN(Recommender):
                 self.node_rank = torch.empty_like(self.node_order)
                 self.node_rank[self.node_order] = torch.arange(len(self.node_order), device=adj.device)
                 self.adj_local = permute_adjacency(adj, self.node_order)
-            adj, rows = self.adj_local, self.node_rank[rows]
+            adj, rows = self.adj_local, self.node_rank.index_select(0, rows)  # (faster than [rows] on the CPU)
             ids = rows.split(len(users))
             u0, i0 = self.layer0()
             if large and u0.requires_grad:

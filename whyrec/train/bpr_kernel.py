@@ -1,20 +1,20 @@
-"""The BPR loss of a final table and its gradient in one pass over the triples, on the CPU (C: ``bpr.c``).
+"""The BPR loss of a final table and its gradient, on the CPU (C: ``bpr.c``).
 
 For triple ``t = (u, i, j)`` with margin ``x_t = e_u · (e_i − e_j)`` and ``w_t = −σ(−x_t) / b``::
 
     L = (1/b) Σ_t softplus(−x_t)
     ∂L/∂e_u += w_t (e_i − e_j),   ∂L/∂e_i += w_t e_u,   ∂L/∂e_j −= w_t e_u
 
-Each triple reads its three rows once and adds into three rows of the gradient while they are in cache:
-no ``(b, d)`` gathers, and no scatter through ``index_add_`` (Torch's CPU ``index_add_`` over rows is an
-element-by-element ``scatter_add_``: on Gowalla's table, ~2/3 of :func:`whyrec.train.losses.bpr_loss_table`'s
-chunked Torch pass). The triples, ordered by user, are split into one contiguous share per thread, each thread
-adding into its own ``(N, d)`` gradient (the first into the result) and then summing a share of the rows of all
-of them: the same result for the same thread count, whatever the scheduling. The threads are Torch's OpenMP
-threads (:mod:`whyrec.native`: compiled once per machine; where it cannot be, :func:`supports` is false and
-:func:`~whyrec.train.losses.bpr_loss_table` takes its Torch pass). Until 2026-12-03 this kernel was numba's, on
-Python threads: on Gowalla's 65,536 triples (2 threads, one process, alternating) 26.8 ms against this one's
-16.5 ms, 16.0 ms with one exponential per triple (``docs/results.md``).
+The margins are one compiled pass over the triples that only reads the table (no ``(b, d)`` gathers),
+shared among Torch's OpenMP threads (:mod:`whyrec.native`: compiled once per machine; where it cannot be,
+:func:`supports` is false and :func:`~whyrec.train.losses.bpr_loss_table` takes its Torch pass). The
+gradient is then *pulled*, not scattered: ``∂L/∂table = M · table`` with ``M`` the ``(N, N)`` sparse matrix
+of the four entries ``(u, i, w_t)``, ``(u, j, −w_t)``, ``(i, u, w_t)``, ``(j, u, −w_t)`` of every triple (its
+rows written by the same pass, a counting sort), one row-parallel product (:func:`whyrec.spmm.addmm`) that
+writes each row of the gradient once, every row's sum in triple order: the same bits on any number of
+threads. Until 2026-12-04 the kernel added into the rows (Torch's CPU ``index_add_`` before it is an
+element-by-element ``scatter_add_``), each thread into its own ``(N, d)`` buffer that was zeroed and summed;
+numba's before 2026-12-03 (``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..native import library
+from ..spmm import addmm as native_addmm
 
 __all__ = ["bpr_table_loss_grad", "supports"]
 
@@ -44,7 +45,7 @@ def _kernels():
     fns = {}
     for dtype, name in _NAMES.items():
         fn = getattr(native.lib, name)
-        fn.argtypes = [p, i64, i64, p, p, p, i64, p, p, ctypes.c_double, ctypes.c_int, ctypes.c_int]
+        fn.argtypes = [p, i64, i64, p, p, p, i64, p, p, p, ctypes.c_double, ctypes.c_int]
         fn.restype = ctypes.c_double
         fns[dtype] = fn
     kernels = (fns, native.openmp)
@@ -76,15 +77,19 @@ def _run(kernels, table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, want_g
     fns, openmp = kernels
     n, d = table.shape
     b = int(users.numel())
-    threads = max(1, threads) if openmp and want_grad else 1
-    grad = torch.empty_like(table) if want_grad else None
-    extra = table.new_empty((threads - 1, n, d)) if threads > 1 else None
+    crow = torch.empty(n + 1, dtype=torch.int32) if want_grad else None
+    col = torch.empty(4 * b, dtype=torch.int32) if want_grad else None
+    val = table.new_empty(4 * b) if want_grad else None
     total = fns[table.dtype](table.data_ptr(), n, d, users.data_ptr(), pos.data_ptr(), neg.data_ptr(), b,
-                             None if grad is None else grad.data_ptr(), None if extra is None else extra.data_ptr(),
-                             1.0 / b, int(want_grad), threads)
+                             *(None if a is None else a.data_ptr() for a in (crow, col, val)), 1.0 / b,
+                             max(1, threads) if openmp else 1)
     if total == -1.0:
-        raise MemoryError(f"the BPR kernel could not allocate {3 * b} triple ids")
-    return table.new_tensor(total / b), grad
+        raise MemoryError(f"the BPR kernel could not allocate {b} triple weights")
+    if not want_grad:
+        return table.new_tensor(total / b), None
+    m = torch.sparse_csr_tensor(crow, col, val, (n, n), check_invariants=False)
+    grad = native_addmm(m, table)  # the compiled row-parallel product (float32); Torch's otherwise
+    return table.new_tensor(total / b), (torch.sparse.mm(m, table) if grad is None else grad)
 
 
 def bpr_table_loss_grad(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, want_grad: bool = True,
@@ -93,15 +98,17 @@ def bpr_table_loss_grad(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, 
 
     ``table``: ``(N, d)`` CPU float32/float64 (read, not changed). ``users``/``pos``/``neg``: ``(b,)`` row ids
     (any integer dtype, duplicates allowed, each in ``[0, N)`` -- :class:`IndexError` otherwise, before any
-    work). Returns the scalar loss (float64 sum, in ``table``'s dtype) and the ``(N, d)`` gradient (``None``
-    without ``want_grad``). ``threads``: shares of the triples computed at once (default Torch's thread
-    count, at most one per 16,384 triples); each share beyond the first needs its own ``(N, d)`` buffer.
-    :class:`RuntimeError` where :func:`supports` is false."""
+    work; ``4 b < 2³¹``). Returns the scalar loss (float64 sum, in ``table``'s dtype) and the ``(N, d)``
+    gradient (``None`` without ``want_grad``). ``threads``: shares of the margins' pass computed at once
+    (default Torch's thread count, at most one per 16,384 triples); the gradient's product runs on Torch's
+    threads. :class:`RuntimeError` where :func:`supports` is false."""
     kernels = _kernels()
     if kernels is None or not supports(table):
         raise RuntimeError(f"no compiled BPR kernel for a {table.dtype} table on {table.device}")
     tab = table.detach().contiguous()
     n, b = tab.shape[0], int(users.numel())
+    if 4 * b >= 2**31 or n >= 2**31:
+        raise ValueError(f"the BPR kernel takes fewer than 2^29 triples and 2^31 rows, got {b} and {n}")
     ids = [t.detach().reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in (users, pos, neg)]
     for name, a in zip(("users", "pos", "neg"), ids):
         if a.numel() and (int(a.min()) < 0 or int(a.max()) >= n):
