@@ -147,6 +147,44 @@ def test_bfloat16_rows_in_and_out(d):
 
 
 @needs_kernel
+@pytest.mark.parametrize("d", [64, 7])
+def test_large_results_are_streamed_with_the_same_values(d):
+    """A result of 8 MiB or more (``STREAM_BYTES`` in ``spmm.c``: written with non-temporal stores, ``y``/``z``
+    prefetched with the non-temporal hint) has the bits of the same rows computed as a result below that size
+    (plain stores), plain, fused with ``y`` and in bfloat16; with ``z`` and a permuted output it equals float64
+    numpy; on 2 threads; at 7 columns (no whole vectors) the plain stores are taken."""
+    n, m = (2 ** 23) // (4 * d) + 100, 4000
+    rng = np.random.default_rng(11)
+    a = sp.random(n, m, density=12 / m, format="csr", dtype=np.float32, random_state=rng)
+    csr = lambda b: torch.sparse_csr_tensor(torch.from_numpy(b.indptr.astype(np.int32)),  # noqa: E731
+                                            torch.from_numpy(b.indices.astype(np.int32)), torch.from_numpy(b.data),
+                                            size=b.shape, check_invariants=False)
+    adj, half = csr(a), csr(a[: n // 2])
+    x = torch.from_numpy(rng.standard_normal((m, d)).astype(np.float32))
+    y, z = (torch.from_numpy(rng.standard_normal((n, d)).astype(np.float32)) for _ in range(2))
+    zs = torch.from_numpy(rng.standard_normal(n).astype(np.float32))
+    perm = torch.from_numpy(rng.permutation(n))
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        big = [spmm.addmm(adj, x), spmm.addmm(adj, x, y, beta=0.5, alpha=2.0),
+               spmm.addmm(adj, x, y, beta=0.5, alpha=2.0, out_dtype=torch.bfloat16)]
+        small = [spmm.addmm(half, x), spmm.addmm(half, x, y[: n // 2], beta=0.5, alpha=2.0),
+                 spmm.addmm(half, x, y[: n // 2], beta=0.5, alpha=2.0, out_dtype=torch.bfloat16)]
+        fused = spmm.addmm(adj, x, y, beta=0.5, alpha=2.0, z=z, z_scale=zs, out_rows=perm)
+    finally:
+        torch.set_num_threads(old)
+    assert big[0].numel() * 4 >= 2 ** 23 > small[0].numel() * 4
+    for b, s_ in zip(big, small):
+        assert torch.equal(b[: n // 2], s_)
+    assert big[2].dtype == torch.bfloat16 and torch.equal(big[2], big[1].to(torch.bfloat16))
+    want = 0.5 * y.numpy() + 2.0 * (a.astype(np.float64) @ x.numpy()) + zs.numpy()[:, None] * z.numpy()
+    out = np.empty_like(want)
+    out[perm.numpy()] = want
+    np.testing.assert_allclose(fused.numpy(), out, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
 def test_refuses_what_it_cannot_do():
     """``None`` (the caller then uses Torch) for inputs that need autograd, an ``out`` overlapping ``x``, int64
     indices, float64 values, a non-CSR matrix and mismatched shapes."""

@@ -10,13 +10,28 @@
  * entries AHEAD places further on (across row boundaries, up to the range's end) are prefetched: a product
  * of a sparse graph is bound by the latency of those gathers, not by arithmetic. y may be out itself where
  * rows is NULL (its row is read before it is written); x and z must not overlap out.
+ *
+ * Where the result is large (STREAM_BYTES or more: it cannot stay in the caches anyway), its rows are written
+ * with non-temporal stores (x86 with AVX: straight to memory, no read of the line first, no eviction of the x
+ * rows the gathers reuse) and the y and z rows a few rows ahead are prefetched with the non-temporal hint (read
+ * once: kept out of the outer caches). The gathered x rows are what a product of a sparse graph reuses; the
+ * other streams of a fused product (y, z, the result: up to three tables more) otherwise push them out of the
+ * last-level cache. The values written are the same either way.
  */
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #ifndef AHEAD
 #define AHEAD 16
 #endif
+#ifndef STREAM_BYTES
+#define STREAM_BYTES (8 << 20)
+#endif
+/* rows of y and z prefetched ahead of the row being summed, where the result is streamed */
+#define AHEAD_ROWS 4
 
 /* what is added to alpha * (A x)[r], and where the row goes */
 typedef struct {
@@ -25,6 +40,7 @@ typedef struct {
     float beta, alpha;
     float *out;
     uint16_t *out16;
+    int stream; /* non-temporal stores and prefetches (see above) */
 } tail_t;
 
 static inline float f32(float v) { return v; }
@@ -60,11 +76,36 @@ static inline __attribute__((always_inline)) void finish(float *acc, int64_t r, 
     }
     if (t->out) {
         float *o = t->out + row;
-        for (int64_t k = 0; k < w; k++) o[k] = acc[k];
+#if defined(__AVX__)
+        if (t->stream && w % 8 == 0 && ((uintptr_t)o & 31) == 0) {
+            for (int64_t k = 0; k < w; k += 8) _mm256_stream_ps(o + k, _mm256_loadu_ps(acc + k));
+        } else
+#endif
+            for (int64_t k = 0; k < w; k++) o[k] = acc[k];
     }
     if (t->out16) {
         uint16_t *o = t->out16 + row;
-        for (int64_t k = 0; k < w; k++) o[k] = to_bf16(acc[k]);
+#if defined(__AVX__)
+        if (t->stream && w % 8 == 0 && ((uintptr_t)o & 15) == 0) {
+            uint16_t h[16];
+            for (int64_t k0 = 0; k0 < w; k0 += 16) {
+                const int64_t m = w - k0 < 16 ? w - k0 : 16;
+                for (int64_t k = 0; k < m; k++) h[k] = to_bf16(acc[k0 + k]);
+                for (int64_t k = 0; k < m; k += 8)
+                    _mm_stream_si128((__m128i *)(o + k0 + k), _mm_loadu_si128((const __m128i *)(h + k)));
+            }
+        } else
+#endif
+            for (int64_t k = 0; k < w; k++) o[k] = to_bf16(acc[k]);
+    }
+}
+
+/* the y and z rows of row r, for a streamed result: asked for with the non-temporal hint */
+static inline __attribute__((always_inline)) void prefetch_tail(int64_t r, int64_t hi, int64_t d, const tail_t *t) {
+    if (!t->stream || r >= hi) return;
+    for (int64_t c = 0; c < d * (int64_t)sizeof(float); c += 64) {
+        if (t->y) __builtin_prefetch((const char *)(t->y + r * d) + c, 0, 0);
+        if (t->z) __builtin_prefetch((const char *)(t->z + r * d) + c, 0, 0);
     }
 }
 
@@ -73,6 +114,7 @@ static inline __attribute__((always_inline)) void finish(float *acc, int64_t r, 
                      const TX *x, const tail_t *t) {                                                     \
         const int32_t end = crow[hi];                                                                    \
         for (int64_t r = lo; r < hi; r++) {                                                              \
+            prefetch_tail(r + AHEAD_ROWS, hi, D, t);                                                     \
             float acc[D];                                                                                \
             for (int k = 0; k < D; k++) acc[k] = 0.0f;                                                   \
             const int32_t e = crow[r + 1];                                                               \
@@ -100,6 +142,7 @@ ROWS(rows64_bf16, 64, uint16_t, bf16)
     static void NAME(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,  \
                      const TX *x, int64_t d, const tail_t *t) {                                          \
         for (int64_t r = lo; r < hi; r++) {                                                              \
+            prefetch_tail(r + AHEAD_ROWS, hi, d, t);                                                     \
             const int32_t s = crow[r], e = crow[r + 1];                                                  \
             for (int64_t c0 = 0; c0 < d; c0 += 16) {                                                     \
                 const int64_t w = d - c0 < 16 ? d - c0 : 16;                                             \
@@ -117,8 +160,8 @@ ROWS(rows64_bf16, 64, uint16_t, bf16)
 ROWS_ANY(rows_any, float, f32)
 ROWS_ANY(rows_any_bf16, uint16_t, bf16)
 
-static void rows(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
-                 const void *x, int x16, int64_t d, const tail_t *t) {
+static void rows_of(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
+                    const void *x, int x16, int64_t d, const tail_t *t) {
     if (x16) {
         if (d == 64) rows64_bf16(lo, hi, crow, col, val, (const uint16_t *)x, t);
         else rows_any_bf16(lo, hi, crow, col, val, (const uint16_t *)x, d, t);
@@ -132,6 +175,15 @@ static void rows(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col
     case 128: rows128(lo, hi, crow, col, val, xf, t); break;
     default: rows_any(lo, hi, crow, col, val, xf, d, t);
     }
+}
+
+/* rows lo .. hi-1, their non-temporal stores made visible before the thread goes on */
+static void rows(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
+                 const void *x, int x16, int64_t d, const tail_t *t) {
+    rows_of(lo, hi, crow, col, val, x, x16, d, t);
+#if defined(__AVX__)
+    if (t->stream) _mm_sfence();
+#endif
 }
 
 /* the first row whose start is at or past `target` stored entries (binary search of crow) */
@@ -149,7 +201,8 @@ static int64_t row_at(const int32_t *crow, int64_t n, int64_t target) {
 void whyrec_csr_addmm_f32(int64_t lo, int64_t hi, const int32_t *crow, const int32_t *col, const float *val,
                           const void *x, int x16, int64_t d, const float *y, float beta, float alpha, const float *z,
                           const float *zs, const int64_t *out_rows, float *out, uint16_t *out16, int threads) {
-    const tail_t t = {y, z, zs, out_rows, beta, alpha, out, out16};
+    const int64_t out_bytes = (hi - lo) * d * (out ? 4 : 0) + (hi - lo) * d * (out16 ? 2 : 0);
+    const tail_t t = {y, z, zs, out_rows, beta, alpha, out, out16, out_bytes >= STREAM_BYTES};
     if (threads <= 1 || hi - lo < 2) {
         rows(lo, hi, crow, col, val, x, x16, d, &t);
         return;
