@@ -94,13 +94,18 @@ def test_sampler_is_deterministic():
     assert not np.array_equal(a[2], c[2]) and not np.array_equal(a[2], d[2])
 
 
-def test_sorted_membership_equals_direct_search(monkeypatch):
-    """Past ``SORTED_QUERIES_MIN`` queries ``is_positive`` sorts them first (packed ``np.sort``, or
-    ``argsort`` when value and position do not fit in 63 bits): the same answers as np.isin, and
-    the same epoch's samples as the unsorted search."""
+@pytest.mark.parametrize("density", [0.05, 0.4])
+def test_membership_kernel_and_key_searches_agree(monkeypatch, density):
+    """``is_positive`` three ways -- the compiled search of each user's row (on 1 and 3 threads; rows of ~25
+    items: the kernel's scan, of ~200: its binary search), and without it
+    the search of all keys with the queries sorted first (packed ``np.sort``, or ``argsort`` when value and
+    position do not fit in 63 bits) or not: the same answers as np.isin, the same epoch's samples; a user id
+    outside the matrix has no items."""
+    import torch
+
     import whyrec.train.sampling as sampling
 
-    R = sp.random(300, 500, density=0.05, random_state=1, format="csr")
+    R = sp.random(300, 500, density=density, random_state=1, format="csr")
     s = UniformNegativeSampler(R, seed=3, positives="users")
     rng = np.random.default_rng(0)
     coo = R.tocoo()
@@ -108,15 +113,31 @@ def test_sorted_membership_equals_direct_search(monkeypatch):
     users = np.concatenate([rng.integers(0, 300, 50_000), coo.row[hit]]).astype(np.int64)
     items = np.concatenate([rng.integers(0, 500, 50_000), coo.col[hit]]).astype(np.int64)
     truth = np.isin(users * 500 + items, coo.row.astype(np.int64) * 500 + coo.col)
-    assert 50_000 < truth.sum() < 100_000 and np.array_equal(s.is_positive(users, items), truth)
+    assert 50_000 < truth.sum() < 100_000
+    epochs = []
+    if sampling._membership() is not None:
+        old = torch.get_num_threads()
+        try:
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                assert np.array_equal(s.is_positive(users, items), truth)
+        finally:
+            torch.set_num_threads(old)
+        assert not s.is_positive(np.array([-1, 300, 10**9]), np.array([0, 0, 0])).any()
+        epochs.append(s.sample_epoch(2))
+    monkeypatch.setattr(sampling, "_membership", lambda: None)  # the searches of all keys
+    assert np.array_equal(s.is_positive(users, items), truth)
     order, qs = sampling._sorted_order(users * 500 + items, 300 * 500)
     assert np.array_equal(qs, np.sort(users * 500 + items)) and np.array_equal((users * 500 + items)[order], qs)
     order2, qs2 = sampling._sorted_order(users * 500 + items, 1 << 62)  # too large to pack: argsort
     assert np.array_equal(qs2, qs) and np.array_equal(np.sort(order2), np.arange(users.size))
-    a = s.sample_epoch(2)
+    epochs.append(s.sample_epoch(2))
     monkeypatch.setattr(sampling, "SORTED_QUERIES_MIN", 1 << 62)  # never sort
-    for x, y in zip(a, UniformNegativeSampler(R, seed=3, positives="users").sample_epoch(2)):
-        assert np.array_equal(x, y)
+    assert np.array_equal(s.is_positive(users, items), truth)
+    epochs.append(UniformNegativeSampler(R, seed=3, positives="users").sample_epoch(2))
+    for other in epochs[1:]:
+        for x, y in zip(epochs[0], other):
+            assert np.array_equal(x, y)
 
 
 def test_sampler_rejects_user_with_every_item():
