@@ -76,18 +76,20 @@ def test_wheel_lists_the_page(installed):
 def test_installed_package_compiles_its_kernel(installed, tmp_path):
     """The wheel carries the C sources, and the installed package compiles and uses them."""
     names = zipfile.ZipFile(installed["wheel"]).namelist()
-    for name in ("whyrec/spmm.c", "whyrec/native.c", "whyrec/train/bpr.c"):
+    for name in ("whyrec/spmm.c", "whyrec/native.c", "whyrec/train/bpr.c", "whyrec/train/sampling.c"):
         assert name in names, names
     if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
         pytest.skip("no C compiler here")
     env = {**_clean_env(), "WHYREC_CACHE": str(tmp_path)}
     probe = ("import torch, whyrec.spmm as s; from whyrec.train.bpr_kernel import supports; "
-             "print(s.available(), supports(torch.zeros(2, 2)), s.__file__)")
+             "from whyrec.train.sampling import _membership; "
+             "print(s.available(), supports(torch.zeros(2, 2)), _membership() is not None, s.__file__)")
     out = subprocess.run([str(installed["python"]), "-c", probe], check=True, capture_output=True, text=True,
                          cwd=installed["tmp"], env=env)
-    spmm_ok, bpr_ok, where = out.stdout.split()
-    assert spmm_ok == bpr_ok == "True" and installed["site"].resolve() in Path(where).resolve().parents
-    assert list((tmp_path / "kernels").glob("spmm-*.so")) and list((tmp_path / "kernels").glob("bpr-*.so"))
+    spmm_ok, bpr_ok, sampling_ok, where = out.stdout.split()
+    assert spmm_ok == bpr_ok == sampling_ok == "True" and installed["site"].resolve() in Path(where).resolve().parents
+    for stem in ("spmm", "bpr", "sampling"):
+        assert list((tmp_path / "kernels").glob(f"{stem}-*.so")), stem
 
 
 def test_installed_package_is_not_the_source_tree(installed):

@@ -1,7 +1,8 @@
 """whyrec's C kernels, compiled once per machine: :func:`library` ``(source) -> Native | None``.
 
-The two hot loops of a LightGCN step on the CPU are C shipped with the package (``whyrec/spmm.c``, the CSR
-product; ``whyrec/train/bpr.c``, the BPR loss and gradient), compiled at their first use with the system's
+The hot loops of a LightGCN step on the CPU are C shipped with the package (``whyrec/spmm.c``, the CSR
+product; ``whyrec/train/bpr.c``, the BPR loss and gradient; ``whyrec/train/sampling.c``, the negative sampler's
+membership test), compiled at their first use with the system's
 compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``; ``-O3 -march=native``, OpenMP where the compiler has
 it; ~0.5 s) into ``$WHYREC_CACHE/kernels`` (default ``$XDG_CACHE_HOME/whyrec`` or ``~/.cache/whyrec``), keyed by
 the source, the compiler and the CPU's flags, written atomically (a concurrent process sees the whole library or
