@@ -2,6 +2,7 @@
 
     python benchmarks/bench_spmm.py                          # Gowalla in its locality order, 20 rounds, 2 threads
     python benchmarks/bench_spmm.py --scale 4M --rounds 7    # a synthetic power-law graph (bench_scale.py's)
+    python benchmarks/bench_spmm.py --base a4fb1f9           # also that revision's kernel, interleaved
 
 The training graph's normalized adjacency ``Â`` in the order a LightGCN step uses (``locality_order(adj,
 n_users=U)``), a random ``(N, 64)`` float32 ``X`` and ``Y``. Timed, alternating within every round (the order
@@ -15,6 +16,11 @@ rotates each round, so the machine's load hits all alike):
 * ``kernel_fused``: ``whyrec.spmm.addmm(Â, X, Y, beta=0.25)`` (``Y`` read row by row, no copy);
 * ``torch_propagation`` / ``kernel_propagation``: the 3-layer ``propagate_final`` forward and its Horner backward
   (what a step propagates), Torch's products against the kernel's;
+* ``kernel_tail``: ``0.25 Y + Â X + s ⊙ Z`` written to permuted rows (``z``, ``z_scale``, ``out_rows``: the last
+  product of a LightGCN step's backward, which adds the L2 gradient and writes the parameters' order);
+* with ``--base REV``: ``base_product``, ``base_fused``, ``base_tail``, ``base_propagation``, the same with
+  ``REV``'s ``whyrec.spmm`` (its package extracted as ``bench_step_ab.py`` does, its C compiled into the same
+  cache), and the largest difference of its results from the working tree's;
 * ``copy``: ``out.copy_(X)`` -- one read and one write of an ``(N, 64)`` table, the least any product of it moves
   besides ``Â`` itself: a memory-bandwidth reference, not an attainable time.
 
@@ -51,13 +57,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="calls per timing (their mean is one sample)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--base", default=None, help="also time this git revision's kernel")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/spmm_<scale>.json")
     args = ap.parse_args()
     if not spmm.available():
         raise SystemExit("error: whyrec.spmm's kernel did not compile here (no C compiler, or WHYREC_NATIVE=0)")
     torch.set_num_threads(args.threads)
     from _out import write
-    from bench_step_ab import load_train
+    from bench_step_ab import import_revision, load_train
 
     args.train_npz, args.steps_per_epoch = None, None
     train = load_train(args)
@@ -66,6 +73,7 @@ def main() -> None:
     n = adj.shape[0]
     gen = torch.Generator().manual_seed(args.seed)
     x, y, g = (torch.randn(n, 64, generator=gen) for _ in range(3))
+    zs, perm = torch.rand(n, generator=gen), torch.randperm(n, generator=gen)
     buf = torch.empty(n, 64)
     x0 = x.clone().requires_grad_()
     native = graph.native_addmm
@@ -74,8 +82,8 @@ def main() -> None:
         out = torch.empty(n, 64)
         torch.addmm(out, adj, x, beta=0.0, out=out)
 
-    def propagation(use_kernel: bool):
-        graph.native_addmm = native if use_kernel else (lambda *a, **k: None)
+    def propagation(use_kernel, addmm=native):
+        graph.native_addmm = addmm if use_kernel else (lambda *a, **k: None)
         try:
             x0.grad = None
             propagate_final(adj, x0, 3).backward(g)
@@ -89,8 +97,24 @@ def main() -> None:
         "kernel_fused": lambda: spmm.addmm(adj, x, y, beta=0.25),
         "torch_propagation": lambda: propagation(False),
         "kernel_propagation": lambda: propagation(True),
+        "kernel_tail": lambda: spmm.addmm(adj, x, y, beta=0.25, z=g, z_scale=zs, out_rows=perm),
         "copy": lambda: buf.copy_(x),
     }
+    base_diff = {}
+    if args.base:
+        import importlib
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory()
+        base = importlib.import_module(import_revision(args.base, Path(tmp.name)).__name__ + ".spmm")
+        cases.update({
+            "base_product": lambda: base.addmm(adj, x),
+            "base_fused": lambda: base.addmm(adj, x, y, beta=0.25),
+            "base_tail": lambda: base.addmm(adj, x, y, beta=0.25, z=g, z_scale=zs, out_rows=perm),
+            "base_propagation": lambda: propagation(True, base.addmm),
+        })
+        for name in ("product", "fused", "tail"):
+            base_diff[name] = float((cases[f"base_{name}"]() - cases[f"kernel_{name}"]()).abs().max())
     ref = torch.empty(n, 64)
     torch.addmm(ref, adj, x, beta=0.0, out=ref)
     diff = float((spmm.addmm(adj, x) - ref).abs().max())
@@ -117,6 +141,9 @@ def main() -> None:
                               "propagation": med["kernel_propagation"] / med["torch_propagation"]},
         "kernel_product_over_copy": med["kernel_product"] / med["copy"],
         "max_abs_diff": {"product": diff, "fused": diff_fused},
+        "base": args.base, "kernel_over_base": {k: med[f"kernel_{k}"] / med[f"base_{k}"] for k in
+                                                ("product", "fused", "tail", "propagation")} if args.base else None,
+        "max_abs_diff_from_base": base_diff,
         "load_average_start": list(load_start), "load_average_end": list(os.getloadavg()),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "torch": torch.__version__,
@@ -125,6 +152,9 @@ def main() -> None:
         print(f"{k:20s} {v * 1e3:8.2f} ms")
     print("kernel / torch:", {k: round(v, 3) for k, v in result["kernel_over_torch"].items()}, "max |diff|:",
           result["max_abs_diff"])
+    if args.base:
+        print(f"kernel / {args.base}:", {k: round(v, 3) for k, v in result["kernel_over_base"].items()},
+              "max |diff|:", base_diff)
     write(args.out or ROOT / "benchmarks" / "results" / f"spmm_{args.scale}.json", result)
 
 

@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-__all__ = ["Native", "library"]
+__all__ = ["Native", "library", "function"]
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +123,23 @@ def library(source: str | os.PathLike) -> Optional[Native]:
         log.debug("%s: %s", source.name, e)
         return None
     return Native(lib, bool(lib.whyrec_openmp()))
+
+
+#: :func:`function`'s argument codes: the ctypes type of each letter
+_CTYPES = {"p": ctypes.c_void_p, "q": ctypes.c_int64, "i": ctypes.c_int, "f": ctypes.c_float, "d": ctypes.c_double}
+
+
+def function(source: str | os.PathLike, name: str, args: str, restype=None):
+    """``(fn, openmp)``: the C function ``name`` of the compiled ``source`` with its argument types set from
+    ``args``, one letter each (``p`` a pointer, ``q`` int64, ``i`` int, ``f`` float, ``d`` double) and its
+    ``restype``; ``None`` where :func:`library` is. Torch is imported first, so that the library's OpenMP runtime
+    is Torch's (see the module)."""
+    import torch  # noqa: F401
+
+    native = library(source)
+    if native is None:
+        return None
+    fn = getattr(native.lib, name)
+    fn.argtypes = [_CTYPES[c] for c in args]
+    fn.restype = restype
+    return fn, native.openmp

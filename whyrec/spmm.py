@@ -19,7 +19,6 @@ returns ``None`` and the callers (:mod:`whyrec.graph`) use Torch's product.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import warnings
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .native import library
+from .native import function
 
 __all__ = ["addmm", "available"]
 
@@ -45,15 +44,8 @@ MIN_ENTRIES_PER_THREAD = 50_000
 @functools.cache
 def _kernel():
     """``(whyrec_csr_addmm_f32, openmp)``, compiled and checked against a dense product, or ``None``."""
-    native = library(Path(__file__).with_suffix(".c"))
-    if native is None:
-        return None
-    fn = native.lib.whyrec_csr_addmm_f32
-    p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    fn.argtypes = [i64, i64, p, p, p, p, ctypes.c_int, i64, p, f32, f32, p, p, p, p, p, ctypes.c_int]
-    fn.restype = None
-    kernel = (fn, native.openmp)
-    return kernel if _self_check(kernel) else None
+    kernel = function(Path(__file__).with_suffix(".c"), "whyrec_csr_addmm_f32", "qqppppiqpffpppppi")
+    return kernel if kernel is not None and _self_check(kernel) else None
 
 
 def _self_check(kernel) -> bool:

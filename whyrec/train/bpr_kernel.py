@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..native import library
+from ..native import function
 from ..spmm import addmm as native_addmm
 
 __all__ = ["bpr_table_loss_grad", "supports"]
@@ -38,17 +38,11 @@ _NAMES = {torch.float32: "whyrec_bpr_float", torch.float64: "whyrec_bpr_double"}
 def _kernels():
     """``({dtype: fn}, openmp)`` of the compiled ``bpr.c``, checked against the Torch pass on a small problem;
     ``None`` where it cannot be compiled or disagrees."""
-    native = library(Path(__file__).with_name("bpr.c"))
-    if native is None:
+    found = {dtype: function(Path(__file__).with_name("bpr.c"), name, "pqqpppqpppdi", ctypes.c_double)
+             for dtype, name in _NAMES.items()}
+    if any(f is None for f in found.values()):
         return None
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    fns = {}
-    for dtype, name in _NAMES.items():
-        fn = getattr(native.lib, name)
-        fn.argtypes = [p, i64, i64, p, p, p, i64, p, p, p, ctypes.c_double, ctypes.c_int]
-        fn.restype = ctypes.c_double
-        fns[dtype] = fn
-    kernels = (fns, native.openmp)
+    kernels = ({dtype: fn for dtype, (fn, _) in found.items()}, found[torch.float32][1])
     from .losses import bpr_loss_table
 
     gen = torch.Generator().manual_seed(0)

@@ -22,7 +22,6 @@ Two ways to pick the positives (``positives=``):
 
 from __future__ import annotations
 
-import ctypes
 import functools
 from pathlib import Path
 from typing import Optional
@@ -30,7 +29,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-from ..native import library
+from ..native import function
 
 __all__ = ["UniformNegativeSampler", "POSITIVE_SAMPLING", "SORTED_QUERIES_MIN", "check_positives"]
 
@@ -64,16 +63,7 @@ def _sorted_order(q: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
 @functools.cache
 def _membership():
     """The compiled ``whyrec_is_positive`` and whether it has OpenMP, or ``None`` (no compiler; switched off)."""
-    import torch  # noqa: F401  (loaded first: the library's OpenMP runtime resolves to Torch's, whyrec.native)
-
-    native = library(Path(__file__).with_name("sampling.c"))
-    if native is None:
-        return None
-    fn = native.lib.whyrec_is_positive
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    fn.argtypes = [p, p, i64, p, p, i64, p, ctypes.c_int]
-    fn.restype = None
-    return fn, native.openmp
+    return function(Path(__file__).with_name("sampling.c"), "whyrec_is_positive", "ppqppqpi")
 
 
 class UniformNegativeSampler:
