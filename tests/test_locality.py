@@ -363,3 +363,33 @@ def test_bfloat16_products_step_close_to_float32(ml100k_split, monkeypatch):  # 
     assert float((g16 - g32).norm() / g32.norm()) < 1e-2
     assert l16t == pytest.approx(l16, rel=1e-6)
     torch.testing.assert_close(g16t, g16, rtol=1e-4, atol=1e-7)
+
+
+def test_training_holds_the_heap_across_epochs_until_each_evaluation():
+    """``Trainer`` keeps one ``heap_only`` block open across its training epochs (the heap's pages stay
+    mapped) and closes it after each evaluation epoch's steps, at the end, and when training ends on an error."""
+    import whyrec.graph as graph
+    from whyrec.models import MF, MFConfig
+    from whyrec.train.callbacks import Callback
+
+    if not graph.MALLOC_TUNED:
+        pytest.skip("malloc tuning not applied here (not glibc, or turned off)")
+    R = sp.random(60, 40, density=0.2, random_state=0, format="csr")
+    R.data[:] = 1.0
+    seen = []
+
+    class Depth(Callback):
+        def on_epoch(self, trainer, row):
+            seen.append(graph._HEAP_ONLY_DEPTH)
+            if row["epoch"] == 5 and fail:
+                raise RuntimeError("stop here")
+
+    fail = False
+    cfg = TrainConfig(epochs=7, eval_every=3, batch_size=64, lr=1e-2, patience=None)
+    fit(MF(60, 40, MFConfig(dim=4)), R, None, cfg, progress=False, callbacks=[Depth()])
+    assert seen == [1, 1, 0, 1, 1, 0, 0] and graph._HEAP_ONLY_DEPTH == 0
+    seen.clear()
+    fail = True
+    with pytest.raises(RuntimeError, match="stop here"):
+        fit(MF(60, 40, MFConfig(dim=4)), R, None, cfg, progress=False, callbacks=[Depth()])
+    assert seen == [1, 1, 0, 1, 1] and graph._HEAP_ONLY_DEPTH == 0

@@ -185,6 +185,33 @@ def test_large_results_are_streamed_with_the_same_values(d):
 
 
 @needs_kernel
+@pytest.mark.parametrize("threads", [1, 3])
+def test_gather_in_order_with_its_weighted_norm(threads):
+    """``gather_in_order``: the rows of ``cat([users, items])[order]`` bit for bit, ``Σ count ‖row‖²`` against
+    float64, the bfloat16 copy as Torch rounds it; tables that need autograd, float64 ones and a wrong
+    ``count`` are refused (``None``)."""
+    gen = torch.Generator().manual_seed(4)
+    users, items = torch.randn(700, 64, generator=gen), torch.randn(1300, 64, generator=gen)
+    order = torch.cat([torch.randperm(700, generator=gen), 700 + torch.randperm(1300, generator=gen)])
+    count = torch.randint(0, 5, (2000,), generator=gen).float()
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x0, sq, x16 = spmm.gather_in_order(users, items, order, count, bf16=True)
+        plain = spmm.gather_in_order(users, items, order, count)
+    finally:
+        torch.set_num_threads(old)
+    want = torch.cat([users, items])[order]
+    assert torch.equal(x0, want) and torch.equal(x16, want.to(torch.bfloat16))
+    assert plain[2] is None and torch.equal(plain[0], want)
+    ref = float((count.double() * want.double().square().sum(1)).sum())
+    assert float(sq) == pytest.approx(ref, rel=1e-6)
+    assert spmm.gather_in_order(users.requires_grad_(), items, order, count) is None
+    assert spmm.gather_in_order(users.detach().double(), items.double(), order, count) is None
+    assert spmm.gather_in_order(users.detach(), items, order, count[:5]) is None
+
+
+@needs_kernel
 def test_refuses_what_it_cannot_do():
     """``None`` (the caller then uses Torch) for inputs that need autograd, an ``out`` overlapping ``x``, int64
     indices, float64 values, a non-CSR matrix and mismatched shapes."""

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from .spmm import addmm as native_addmm
+from .spmm import gather_in_order
 
 
 def tune_malloc() -> bool:
@@ -510,18 +511,18 @@ class LightGCNPropagation(torch.autograd.Function):
 
 
 def _horner(adj: Tensor, g: Tensor, a: tuple, z: Optional[Tensor] = None, z_scale: Optional[Tensor] = None,
-            out_rows: Optional[Tensor] = None, bf16: bool = False) -> Tensor:
+            out_rows: Optional[Tensor] = None, bf16: bool = False, g16: Optional[Tensor] = None) -> Tensor:
     """``Σ_k a_k Â^k g`` by Horner's rule, ``K`` fused sparse products (the first, ``a_{K-1} g + a_K Â g``,
     scales by ``a_K`` inside the product: no pass for ``a_K g``). With ``z`` and ``z_scale`` ``(N,)``: plus
     ``z_scale[:, None] · z``; with ``out_rows``: row ``r`` of the result at row ``out_rows[r]`` (a permutation)
     -- both inside the last product where the compiled kernel runs (no pass of their own). ``bf16``: every
     product's ``x`` operand rounded to bfloat16 (``g`` once, each intermediate ``H`` as it is written), the sums
-    and ``g``'s terms in float32: the gathers move half the bytes."""
+    and ``g``'s terms in float32: the gathers move half the bytes (``g16``: ``g`` in bfloat16 already)."""
     last = len(a) - 2  # the index k of the last product's a_k (the first product's when K = 1)
     if len(a) == 1:
         h = g * a[0]
     else:
-        h = g.to(torch.bfloat16) if bf16 else g
+        h = (g16 if g16 is not None else g.to(torch.bfloat16)) if bf16 else g
         for k in range(last, -1, -1):
             alpha = a[-1] if k == last else 1.0
             tail = k == 0 and (z is not None or out_rows is not None)
@@ -549,7 +550,8 @@ class LightGCNLocalStep(torch.autograd.Function):
     :class:`LayerZeroInOrder`, :class:`LightGCNPropagation` and ``Σ_n count_n ‖E⁰_n‖²`` together, so that the
     backward is Horner's rule whose last product also adds the L2 term's gradient ``2 g count_n E⁰_n`` and writes
     each row straight into the parameters' order (``out_rows = order``): no gathers back, no L2 pass, no sum of
-    the two gradients (``whyrec.spmm``; Torch's passes where the kernel does not run).
+    the two gradients (``whyrec.spmm``; Torch's passes where the kernel does not run). The forward's layer-0
+    gather, its L2 term and (bfloat16) its rounded copy are one pass (:func:`whyrec.spmm.gather_in_order`).
 
     Args (forward): ``user_w (U, d)``, ``item_w (I, d)``, ``order`` as :class:`LayerZeroInOrder`, ``adj`` the
     adjacency in that order, ``alphas``, ``count (N,)`` the L2 weight of each row (its occurrences in
@@ -560,11 +562,15 @@ class LightGCNLocalStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, user_w: Tensor, item_w: Tensor, order: Tensor, adj: Tensor, alphas: tuple, count: Tensor,
                 bf16: bool = False):
-        x0 = LayerZeroInOrder.forward(_NoCtx(), user_w, item_w, order, None)  # (the rank is for its backward)
+        if (fused := gather_in_order(user_w, item_w, order, count, bf16)) is not None:  # one pass
+            x0, sq, x16 = fused
+        else:
+            x0 = LayerZeroInOrder.forward(_NoCtx(), user_w, item_w, order, None)  # (the rank is for its backward)
+            sq, x16 = weighted_sq_norm(x0, count), None
         ctx.set_materialize_grads(False)  # an output nothing read gets None, not a table of zeros to add
         ctx.adj, ctx.alphas, ctx.order, ctx.n_users, ctx.bf16 = adj, alphas, order, user_w.shape[0], bf16
         ctx.save_for_backward(x0, count)
-        return _horner(adj, x0, alphas, bf16=bf16), weighted_sq_norm(x0, count), x0
+        return _horner(adj, x0, alphas, bf16=bf16, g16=x16), sq, x0
 
     @staticmethod
     def backward(ctx, g_final: Optional[Tensor], g_sq: Optional[Tensor], g_x0: Optional[Tensor]):

@@ -6,8 +6,11 @@ holding an equal share of the stored entries: :mod:`whyrec.native`). Against Tor
 
 * **the x rows of the entries 16 places ahead are prefetched** (across row ends): a product of a sparse
   graph waits on those gathers, not on arithmetic. Gowalla's ``(N, 64)`` product in its locality order,
-  2 threads: ~0.8x MKL's time, the same bits (each row summed in storage order, as MKL does;
-  ``benchmarks/bench_spmm.py``);
+  2 threads: ~0.8x MKL's time on an Intel host, the same bits (each row summed in storage order, as MKL does
+  there; on an AMD host MKL took 2.9x the kernel's time, with differences of 3e-7; ``benchmarks/bench_spmm.py``);
+* **results of 8 MiB or more are streamed** (non-temporal stores; ``y``/``z`` prefetched with the
+  non-temporal hint): the once-touched streams no longer evict the ``x`` rows the gathers reuse (Gowalla's
+  fused products ~0.8x the time with plain stores, the same bits);
 * **``y`` is a separate input**: ``beta · y + alpha · Â x`` into a fresh ``out`` with no copy of ``y``
   first (Torch's out-of-place ``addmm`` copies ``y`` into the result, then scales it in place), so
   Horner's rule ``H ← α_k G + Â H`` costs its products and nothing else.
@@ -19,6 +22,7 @@ returns ``None`` and the callers (:mod:`whyrec.graph`) use Torch's product.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import warnings
@@ -31,7 +35,7 @@ from torch import Tensor
 
 from .native import function
 
-__all__ = ["addmm", "available"]
+__all__ = ["addmm", "available", "gather_in_order"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,14 @@ _DTYPES = (torch.float32, torch.bfloat16)
 
 #: fewest stored entries per thread's share: below, one thread does the whole product
 MIN_ENTRIES_PER_THREAD = 50_000
+
+
+@functools.cache
+def _gather_kernel():
+    """``(whyrec_gather_rows_f32, openmp)`` of the same library (checked with it by :func:`_kernel`), or ``None``."""
+    if _kernel() is None:
+        return None
+    return function(Path(__file__).with_suffix(".c"), "whyrec_gather_rows_f32", "ppqpqqpppi", ctypes.c_double)
 
 
 @functools.cache
@@ -148,3 +160,29 @@ def addmm(adj: Tensor, x: Tensor, y: Optional[Tensor] = None, beta: float = 0.0,
         return out
     threads = max(1, min(torch.get_num_threads(), adj.values().numel() // MIN_ENTRIES_PER_THREAD))
     return _run(kernel, adj, x, y, beta, alpha, out, threads, z, z_scale, out_rows)
+
+
+def gather_in_order(user_w: Tensor, item_w: Tensor, order: Tensor, count: Tensor, bf16: bool = False):
+    """``(x0, sq, x0_bf16)``: ``x0 = cat([user_w, item_w])[order]`` ``(N, d)`` for an ``order`` that numbers the
+    users first (``order[:U] < U <= order[U:]``, not checked), ``sq = Σ_r count[r] ‖x0[r]‖²`` (0-d, summed in
+    float64 per thread) and, with ``bf16``, ``x0`` rounded to bfloat16 (else ``None``): one pass of the compiled
+    kernel where a gather, a norm pass and a conversion pass were three. ``None`` where the kernel does not
+    apply (no compiler, not CPU float32 contiguous tables, inputs that need autograd: the kernel records no
+    graph)."""
+    kernel = _gather_kernel()
+    tables = (user_w, item_w)
+    if kernel is None or any(t.dtype != torch.float32 or t.device.type != "cpu" or t.dim() != 2 or not t.is_contiguous()
+                             for t in tables) or user_w.shape[1] != item_w.shape[1] \
+            or (torch.is_grad_enabled() and any(t.requires_grad for t in tables)) \
+            or order.dtype != torch.int64 or count.dtype != torch.float32 \
+            or tuple(order.shape) != (user_w.shape[0] + item_w.shape[0],) or tuple(count.shape) != tuple(order.shape):
+        return None
+    fn, openmp = kernel
+    order, count = order.contiguous(), count.contiguous()
+    n, d = order.shape[0], user_w.shape[1]
+    out = user_w.new_empty(n, d)
+    out16 = user_w.new_empty(n, d, dtype=torch.bfloat16) if bf16 else None
+    threads = max(1, min(torch.get_num_threads(), n * d // 65_536)) if openmp else 1
+    sq = fn(user_w.data_ptr(), item_w.data_ptr(), user_w.shape[0], order.data_ptr(), n, d, count.data_ptr(),
+            out.data_ptr(), None if out16 is None else out16.data_ptr(), threads)
+    return out, out.new_tensor(sq), out16

@@ -78,7 +78,7 @@ def _run(kernels, table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, want_g
                              *(None if a is None else a.data_ptr() for a in (crow, col, val)), 1.0 / b,
                              max(1, threads) if openmp else 1)
     if total == -1.0:
-        raise MemoryError(f"the BPR kernel could not allocate {b} triple weights")
+        raise MemoryError(f"the BPR kernel could not allocate the weights of {b} triples and its row counts")
     if not want_grad:
         return table.new_tensor(total / b), None
     m = torch.sparse_csr_tensor(crow, col, val, (n, n), check_invariants=False)

@@ -23,6 +23,7 @@ ranks before the step; rank 0 alone evaluates and runs the callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -323,6 +324,7 @@ class Trainer:
         self.opt: Optional[torch.optim.Optimizer] = None
         self.device: Optional[torch.device] = None
         self.first_epoch, self.stop, self.at_eval, self.t_start = 1, False, False, 0.0
+        self._heap: Optional[contextlib.ExitStack] = None  # the open heap_only block of _train_epoch
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -382,6 +384,7 @@ class Trainer:
                     break
             completed = True
         finally:
+            self._release_heap()  # (an epoch that raised, a stop between evaluations)
             hist.seconds = time.perf_counter() - self.t_start  # training, without writing the curves
             if began:
                 self._call("on_end", completed)
@@ -396,11 +399,28 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict:
         """One epoch of the objective's minibatch steps -> its row of the history, in
-        :func:`whyrec.graph.heap_only` (a step's freed tensors are reused, not faulted in again)."""
+        :func:`whyrec.graph.heap_only` (a step's freed tensors are reused, not faulted in again). The block stays
+        open across the epochs up to the next evaluation epoch (or the last), so that the heap's pages stay
+        mapped from one epoch to the next; it closes (``malloc_trim``) after that epoch, before the evaluation,
+        and when training ends. Until 2026-12-04 every epoch closed it: each epoch's first steps then faulted
+        the heap's pages in again (Gowalla's fast preset: 0.84× the epoch with the block held open, measured
+        in a fast phase of the host; 0.98× in a slow one; ``docs/results.md``)."""
         from ..graph import heap_only
 
-        with heap_only():
+        if self._heap is None:
+            self._heap = contextlib.ExitStack()
+            self._heap.enter_context(heap_only())
+        try:
             return self._train_epoch_steps(epoch)
+        finally:
+            if epoch % self.config.eval_every == 0 or epoch >= self.config.epochs:
+                self._release_heap()
+
+    def _release_heap(self) -> None:
+        """Close :meth:`_train_epoch`'s ``heap_only`` block, if open (the heap's free pages go back)."""
+        heap, self._heap = self._heap, None
+        if heap is not None:
+            heap.close()
 
     def _train_epoch_steps(self, epoch: int) -> dict:
         self.model.train()
