@@ -370,8 +370,8 @@ class Trainer:
             self._call("on_begin")
             self.strategy.sync(self)
             for epoch in range(self.first_epoch, config.epochs + 1):
-                row = self._train_epoch(epoch)
                 self.at_eval = epoch % config.eval_every == 0 or epoch == config.epochs
+                row = self._train_epoch(epoch)
                 if valid is not None and self.at_eval:
                     m = _run_eval(model, self.evaluate, train_csr, valid, config.ks)
                     row.update(m)
@@ -400,7 +400,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict:
         """One epoch of the objective's minibatch steps -> its row of the history, in
         :func:`whyrec.graph.heap_only` (a step's freed tensors are reused, not faulted in again). The block stays
-        open across the epochs up to the next evaluation epoch (or the last), so that the heap's pages stay
+        open across the epochs up to the next evaluation epoch (``at_eval``, the last one too), so that the heap's pages stay
         mapped from one epoch to the next; it closes (``malloc_trim``) after that epoch, before the evaluation,
         and when training ends. Until 2026-12-04 every epoch closed it: each epoch's first steps then faulted
         the heap's pages in again (Gowalla's fast preset: 0.84× the epoch with the block held open, measured
@@ -413,7 +413,7 @@ class Trainer:
         try:
             return self._train_epoch_steps(epoch)
         finally:
-            if epoch % self.config.eval_every == 0 or epoch >= self.config.epochs:
+            if self.at_eval:
                 self._release_heap()
 
     def _release_heap(self) -> None:
