@@ -29,7 +29,10 @@ from torch import Tensor
 from ..native import function
 from ..spmm import addmm as native_addmm
 
-__all__ = ["bpr_table_loss_grad", "supports"]
+__all__ = ["bpr_table_loss_grad", "supports", "MAX_TRIPLES"]
+
+#: most triples the kernel takes: its gradient's sparse matrix has 4 entries a triple, indexed by int32
+MAX_TRIPLES = (2**31 - 1) // 4
 
 _NAMES = {torch.float32: "whyrec_bpr_float", torch.float64: "whyrec_bpr_double"}
 
@@ -101,8 +104,8 @@ def bpr_table_loss_grad(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, 
         raise RuntimeError(f"no compiled BPR kernel for a {table.dtype} table on {table.device}")
     tab = table.detach().contiguous()
     n, b = tab.shape[0], int(users.numel())
-    if 4 * b >= 2**31 or n >= 2**31:
-        raise ValueError(f"the BPR kernel takes fewer than 2^29 triples and 2^31 rows, got {b} and {n}")
+    if b > MAX_TRIPLES or n >= 2**31:
+        raise ValueError(f"the BPR kernel takes at most {MAX_TRIPLES} triples and fewer than 2^31 rows, got {b} and {n}")
     ids = [t.detach().reshape(-1).to(device="cpu", dtype=torch.int64).contiguous() for t in (users, pos, neg)]
     for name, a in zip(("users", "pos", "neg"), ids):
         if a.numel() and (int(a.min()) < 0 or int(a.max()) >= n):

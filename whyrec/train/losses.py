@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .bpr_kernel import bpr_table_loss_grad, supports
+from .bpr_kernel import MAX_TRIPLES, bpr_table_loss_grad, supports
 
 __all__ = ["bpr_loss", "bpr_loss_table", "l2_reg", "batch_l2", "BPR_CHUNK"]
 
@@ -83,8 +83,8 @@ def bpr_loss_table(table: Tensor, users: Tensor, pos: Tensor, neg: Tensor, chunk
     threads); ``False``: the chunked Torch pass (any device)."""
     if not users.numel() == pos.numel() == neg.numel():
         raise ValueError(f"users, pos and neg must be equally long, got {users.numel()}, {pos.numel()}, {neg.numel()}")
-    if kernel is None:  # (the kernel's sparse matrix has 4 entries a triple, int32-indexed)
-        kernel = supports(table) and 4 * users.numel() < 2**31
+    if kernel is None:
+        kernel = supports(table) and users.numel() <= MAX_TRIPLES
     elif kernel and not supports(table):
         raise ValueError(f"the compiled BPR pass needs a CPU float32/float64 table and a C compiler at first use "
                          f"(whyrec.native), got {table.dtype} on {table.device}")
